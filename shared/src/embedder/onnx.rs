@@ -1,0 +1,140 @@
+//! ONNX Runtime: finding the shared library, one process-wide environment, and sessions.
+//!
+//! `ort` is built with `load-dynamic`: the library is not linked in but loaded at run time,
+//! because ort's prebuilt binaries need a newer glibc than Lambda's provided.al2023 and
+//! cannot be downloaded here. The project pins the library from the `onnxruntime` wheel.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use ort::environment::Environment;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::session::Session;
+
+/// The ONNX Runtime release the project is built and tested against.
+pub const ORT_VERSION: &str = "1.31.1";
+/// File name of the shared library inside the wheel and in every place we look.
+pub const ORT_LIBRARY: &str = "libonnxruntime.so.1.31.1";
+/// Where `scripts/install-onnxruntime` puts the library, relative to the repository root.
+pub const ORT_LOCAL_DIR: &str = ".local/onnxruntime";
+/// The command that installs it.
+pub const ORT_INSTALL_HINT: &str = "run `bash scripts/install-onnxruntime` in the repository (or set ORT_DYLIB_PATH to a libonnxruntime.so 1.22+)";
+
+/// How to find ONNX Runtime and how many threads a session may use.
+#[derive(Debug, Clone, Default)]
+pub struct RuntimeOptions {
+    /// Explicit library path (`ORT_DYLIB_PATH`); otherwise the default places are searched.
+    pub dylib_path: Option<PathBuf>,
+    /// Threads for one inference (`ORT_INTRA_THREADS`); default: the available cores.
+    pub intra_threads: Option<usize>,
+}
+
+impl RuntimeOptions {
+    pub fn intra_threads(&self) -> usize {
+        self.intra_threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("ONNX Runtime library not found; looked in: {}; to install it, {ORT_INSTALL_HINT}", display_paths(.searched))]
+    NotFound { searched: Vec<PathBuf> },
+    #[error("ORT_DYLIB_PATH points to {}, which does not exist; {ORT_INSTALL_HINT}", .path.display())]
+    ExplicitMissing { path: PathBuf },
+    #[error("could not load ONNX Runtime from {}: {message}", .path.display())]
+    Load { path: PathBuf, message: String },
+}
+
+fn display_paths(paths: &[PathBuf]) -> String {
+    paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+}
+
+/// Places the library is looked for, in order, when no explicit path is given:
+/// beside the executable (a Lambda zip), `/opt/lib` (a Lambda layer), then
+/// `.local/onnxruntime/` in the current directory and each of its parents (a checkout).
+pub fn default_library_locations() -> Vec<PathBuf> {
+    let mut places = Vec::new();
+    if let Some(dir) = std::env::current_exe().ok().and_then(|exe| exe.parent().map(Path::to_path_buf)) {
+        places.push(dir.join(ORT_LIBRARY));
+        places.push(dir.join("lib").join(ORT_LIBRARY));
+    }
+    places.push(Path::new("/opt/lib").join(ORT_LIBRARY));
+    if let Ok(cwd) = std::env::current_dir() {
+        places.extend(cwd.ancestors().map(|dir| dir.join(ORT_LOCAL_DIR).join(ORT_LIBRARY)));
+    }
+    places
+}
+
+/// The library to load: the explicit path if given (it must exist), else the first default place that exists.
+pub fn locate_library(explicit: Option<&Path>) -> Result<PathBuf, RuntimeError> {
+    if let Some(path) = explicit {
+        return if path.is_file() {
+            Ok(path.to_path_buf())
+        } else {
+            Err(RuntimeError::ExplicitMissing { path: path.to_path_buf() })
+        };
+    }
+    let searched = default_library_locations();
+    searched.iter().find(|p| p.is_file()).cloned().ok_or(RuntimeError::NotFound { searched })
+}
+
+static ENVIRONMENT: OnceLock<Result<Environment, RuntimeError>> = OnceLock::new();
+
+/// The process-wide ONNX Runtime environment, loading the library on first use.
+pub fn environment(options: &RuntimeOptions) -> Result<&'static Environment, RuntimeError> {
+    ENVIRONMENT
+        .get_or_init(|| {
+            let path = locate_library(options.dylib_path.as_deref())?;
+            let load = |message: String| RuntimeError::Load { path: path.clone(), message };
+            ort::init_from(&path)
+                .map_err(|e| load(e.to_string()))?
+                .with_name("clip-search")
+                .build()
+                .map_err(|e| load(e.to_string()))
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+/// Builds a CPU session for `model`: full graph optimisation, intra-op threads from `options`.
+pub fn build_session(model: &Path, options: &RuntimeOptions) -> Result<Session, SessionError> {
+    let env = environment(options)?;
+    let ort_err = |e: ort::Error| SessionError::Ort { path: model.to_path_buf(), message: e.to_string() };
+    Session::builder(env)
+        .map_err(ort_err)?
+        .with_optimization_level(GraphOptimizationLevel::Level3)
+        .map_err(|e| ort_err(e.into()))?
+        .with_intra_threads(options.intra_threads())
+        .map_err(|e| ort_err(e.into()))?
+        .commit_from_file(model)
+        .map_err(ort_err)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error("ONNX Runtime could not load {}: {message}", .path.display())]
+    Ort { path: PathBuf, message: String },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn explicit_path_that_does_not_exist_is_named() {
+        let err = locate_library(Some(Path::new("/nowhere/libonnxruntime.so"))).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("/nowhere/libonnxruntime.so"), "{msg}");
+        assert!(msg.contains("scripts/install-onnxruntime"), "{msg}");
+    }
+
+    #[test]
+    fn default_places_include_lambda_and_checkout_locations() {
+        let places = default_library_locations();
+        assert!(places.contains(&Path::new("/opt/lib").join(ORT_LIBRARY)));
+        assert!(places.iter().any(|p| p.ends_with(Path::new(ORT_LOCAL_DIR).join(ORT_LIBRARY))));
+    }
+}

@@ -1,0 +1,61 @@
+//! The Rust image path against the Python reference (Pillow + onnxruntime) on the same weights.
+
+use shared::embedder::{cosine, ImageEmbedder};
+use tests::{fixture_image, golden_images, golden_tensor, image_encoder};
+
+#[test]
+fn tensors_and_embeddings_match_the_reference_for_every_fixture() {
+    let encoder = image_encoder();
+    let goldens = golden_images();
+    assert!(goldens.len() >= 14, "expected at least 14 fixture images, found {}", goldens.len());
+    let mut worst_diff = 0f32;
+    let mut worst_cos = 1f32;
+    let mut report = Vec::new();
+    for golden in &goldens {
+        let bytes = fixture_image(&golden.file);
+        let tensor = encoder.preprocess(&bytes).unwrap_or_else(|e| panic!("{}: {e}", golden.file));
+        let expected = golden_tensor(golden);
+        assert_eq!(tensor.len(), expected.len(), "{}: tensor length", golden.file);
+        let diff = tensor.iter().zip(&expected).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        let embedded = encoder.embed_images(&[&bytes]).unwrap().remove(0).unwrap();
+        let cos = cosine(&embedded.vector, &golden.embedding);
+        assert_eq!((embedded.width, embedded.height), (golden.width, golden.height), "{}: upright size", golden.file);
+        report.push(format!("{:24} max|Δtensor| {diff:.5}  cosine {cos:.7}", golden.file));
+        worst_diff = worst_diff.max(diff);
+        worst_cos = worst_cos.min(cos);
+    }
+    println!("{}\nworst tensor difference {worst_diff:.5}, worst cosine {worst_cos:.7}", report.join("\n"));
+    assert!(worst_diff <= 0.02, "tensor differs from the reference by {worst_diff}:\n{}", report.join("\n"));
+    assert!(worst_cos >= 0.999, "embedding cosine {worst_cos} below 0.999:\n{}", report.join("\n"));
+}
+
+#[test]
+fn one_batch_gives_the_same_vectors_as_one_at_a_time() {
+    let encoder = image_encoder();
+    let goldens = golden_images();
+    let images: Vec<Vec<u8>> = goldens.iter().take(8).map(|g| fixture_image(&g.file)).collect();
+    let refs: Vec<&[u8]> = images.iter().map(Vec::as_slice).collect();
+    let batch = encoder.embed_images(&refs).unwrap();
+    assert_eq!(batch.len(), refs.len());
+    for (bytes, batched) in refs.iter().zip(batch) {
+        let single = encoder.embed_images(&[bytes]).unwrap().remove(0).unwrap();
+        let batched = batched.unwrap();
+        let diff = single.vector.iter().zip(&batched.vector).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(diff <= 1e-5, "batched vector differs by {diff}");
+    }
+}
+
+#[test]
+fn exif_orientation_turns_sideways_photos_upright() {
+    let encoder = image_encoder();
+    // All three files hold the same upright rocket (640x427), stored rotated with an EXIF tag.
+    let upright: Vec<_> = ["exif-3.jpg", "exif-6.jpg", "exif-8.jpg"]
+        .iter()
+        .map(|f| encoder.embed_images(&[&fixture_image(f)]).unwrap().remove(0).unwrap())
+        .collect();
+    for e in &upright {
+        assert_eq!((e.width, e.height), (640, 427));
+    }
+    assert!(cosine(&upright[0].vector, &upright[1].vector) > 0.99);
+    assert!(cosine(&upright[0].vector, &upright[2].vector) > 0.99);
+}
