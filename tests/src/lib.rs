@@ -23,7 +23,8 @@ pub fn runtime() -> RuntimeOptions {
 }
 
 pub fn image_encoder() -> ClipImageEncoder {
-    ClipImageEncoder::load(&tiny_model(), &runtime(), shared::config::DEFAULT_MAX_IMAGE_PIXELS).expect("visual tower loads")
+    ClipImageEncoder::load(&tiny_model(), &runtime(), shared::config::DEFAULT_MAX_IMAGE_PIXELS)
+        .expect("visual tower loads")
 }
 
 pub fn text_encoder() -> ClipTextEncoder {

@@ -209,14 +209,22 @@ impl PreprocessConfig {
         let invalid = |problem: String| ModelError::Invalid { path: path.to_path_buf(), problem };
         let (height, width) = match &raw.size {
             Value::Number(n) => {
-                let s = n.as_u64().filter(|s| *s > 0).ok_or_else(|| invalid(format!("`size` {n} is not a positive integer")))?;
+                let s = n
+                    .as_u64()
+                    .filter(|s| *s > 0)
+                    .ok_or_else(|| invalid(format!("`size` {n} is not a positive integer")))?;
                 (s, s)
             }
             Value::Array(a) if a.len() == 2 => {
                 let dim = |v: &Value| v.as_u64().filter(|s| *s > 0);
                 match (dim(&a[0]), dim(&a[1])) {
                     (Some(h), Some(w)) => (h, w),
-                    _ => return Err(invalid(format!("`size` {} must be two positive integers [height, width]", raw.size))),
+                    _ => {
+                        return Err(invalid(format!(
+                            "`size` {} must be two positive integers [height, width]",
+                            raw.size
+                        )))
+                    }
                 }
             }
             other => return Err(invalid(format!("`size` {other} must be an integer or [height, width]"))),
@@ -253,11 +261,21 @@ impl PreprocessConfig {
         let fill_color = match raw.fill_color {
             None => Some(0),
             Some(Value::Number(n)) => n.as_u64().filter(|v| *v <= 255).map(|v| v as u8),
-            Some(Value::Array(a)) if !a.is_empty() && a.iter().all(|v| v == &a[0]) => a[0].as_u64().filter(|v| *v <= 255).map(|v| v as u8),
+            Some(Value::Array(a)) if !a.is_empty() && a.iter().all(|v| v == &a[0]) => {
+                a[0].as_u64().filter(|v| *v <= 255).map(|v| v as u8)
+            }
             Some(_) => None,
         }
         .ok_or_else(|| invalid("`fill_color` must be one grey level 0..=255".into()))?;
-        Ok(PreprocessConfig { height: height as u32, width: width as u32, mean, std, interpolation, resize_mode, fill_color })
+        Ok(PreprocessConfig {
+            height: height as u32,
+            width: width as u32,
+            mean,
+            std,
+            interpolation,
+            resize_mode,
+            fill_color,
+        })
     }
 }
 
@@ -273,7 +291,11 @@ fn read_json<T: DeserializeOwned>(path: &Path, what: &'static str) -> Result<T, 
     require(path, what)?;
     let text = std::fs::read_to_string(path)
         .map_err(|e| ModelError::Unreadable { path: path.to_path_buf(), message: e.to_string() })?;
-    serde_json::from_str(&text).map_err(|e| ModelError::BadJson { path: path.to_path_buf(), what, message: e.to_string() })
+    serde_json::from_str(&text).map_err(|e| ModelError::BadJson {
+        path: path.to_path_buf(),
+        what,
+        message: e.to_string(),
+    })
 }
 
 #[cfg(test)]
@@ -300,7 +322,8 @@ mod tests {
 
     #[test]
     fn siglip_squash_and_integer_size_parse() {
-        let cfg = preprocess(r#"{"size": 256, "mean": [0.5,0.5,0.5], "std": [0.5,0.5,0.5], "resize_mode": "squash"}"#).unwrap();
+        let cfg = preprocess(r#"{"size": 256, "mean": [0.5,0.5,0.5], "std": [0.5,0.5,0.5], "resize_mode": "squash"}"#)
+            .unwrap();
         assert_eq!((cfg.height, cfg.width), (256, 256));
         assert_eq!(cfg.resize_mode, ResizeMode::Squash);
         assert_eq!(cfg.interpolation, Interpolation::Bicubic);

@@ -64,9 +64,12 @@ impl ClipImageEncoder {
             let names: Vec<_> = session.inputs().iter().map(|i| i.name().to_string()).collect();
             return Err(unsupported(&names.join(", "), "an image tower must take exactly one input".into()));
         };
-        let (ty, shape) = tensor_info(input.dtype()).ok_or_else(|| unsupported(input.name(), "it is not a tensor".into()))?;
+        let (ty, shape) =
+            tensor_info(input.dtype()).ok_or_else(|| unsupported(input.name(), "it is not a tensor".into()))?;
         let (layout, h, w) = match (ty, shape) {
-            (TensorElementType::Float32, [_, c, h, w]) if matches!(*c, 3 | -1) => (ImageInputLayout::NchwNormalized, *h, *w),
+            (TensorElementType::Float32, [_, c, h, w]) if matches!(*c, 3 | -1) => {
+                (ImageInputLayout::NchwNormalized, *h, *w)
+            }
             (TensorElementType::Uint8, [_, h, w, c]) if matches!(*c, 3 | -1) => (ImageInputLayout::NhwcRaw, *h, *w),
             _ => {
                 return Err(unsupported(
@@ -229,7 +232,8 @@ impl ClipTextEncoder {
             };
             Ok::<_, InferenceError>((Cow::Owned(name.clone()), value))
         };
-        let flat = |pick: fn(&Tokens) -> &[u32]| tokens.iter().flat_map(|t| pick(t).iter().copied()).collect::<Vec<u32>>();
+        let flat =
+            |pick: fn(&Tokens) -> &[u32]| tokens.iter().flat_map(|t| pick(t).iter().copied()).collect::<Vec<u32>>();
         let mut feed = vec![column(&self.inputs.ids, flat(|t| &t.ids))?];
         if let Some(mask) = &self.inputs.attention_mask {
             feed.push(column(mask, flat(|t| &t.attention_mask))?);
@@ -303,7 +307,13 @@ fn tensor_info(ty: &ValueType) -> Option<(TensorElementType, &[i64])> {
 }
 
 /// The embedding size of output 0 (immich's exports name it differently over time).
-fn output_dim(session: &Session, path: &Path, tower: &'static str, expected: usize, bundle: &ModelBundle) -> Result<usize, ModelError> {
+fn output_dim(
+    session: &Session,
+    path: &Path,
+    tower: &'static str,
+    expected: usize,
+    bundle: &ModelBundle,
+) -> Result<usize, ModelError> {
     let unsupported = |detail: String| ModelError::UnsupportedOutput { path: path.to_path_buf(), detail };
     let output = session.outputs().first().ok_or_else(|| unsupported("the model has no outputs".into()))?;
     match tensor_info(output.dtype()) {

@@ -18,7 +18,8 @@ pub const ORT_LIBRARY: &str = "libonnxruntime.so.1.31.1";
 /// Where `scripts/install-onnxruntime` puts the library, relative to the repository root.
 pub const ORT_LOCAL_DIR: &str = ".local/onnxruntime";
 /// The command that installs it.
-pub const ORT_INSTALL_HINT: &str = "run `bash scripts/install-onnxruntime` in the repository (or set ORT_DYLIB_PATH to a libonnxruntime.so 1.22+)";
+pub const ORT_INSTALL_HINT: &str =
+    "run `bash scripts/install-onnxruntime` in the repository (or set ORT_DYLIB_PATH to a libonnxruntime.so 1.22+)";
 
 /// How to find ONNX Runtime and how many threads a session may use.
 #[derive(Debug, Clone, Default)]
@@ -31,8 +32,7 @@ pub struct RuntimeOptions {
 
 impl RuntimeOptions {
     pub fn intra_threads(&self) -> usize {
-        self.intra_threads
-            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+        self.intra_threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
     }
 }
 

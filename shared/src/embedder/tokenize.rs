@@ -38,7 +38,10 @@ impl ClipTokenizer {
         let (pad_token, pad_id) = match bundle.pad_token()? {
             Some(token) => {
                 let id = tokenizer.token_to_id(&token).ok_or_else(|| {
-                    err(format!("pad token {token:?} named in {} is not in the vocabulary", bundle.tokenizer_config_path().display()))
+                    err(format!(
+                        "pad token {token:?} named in {} is not in the vocabulary",
+                        bundle.tokenizer_config_path().display()
+                    ))
                 })?;
                 (token, id)
             }

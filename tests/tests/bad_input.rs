@@ -1,0 +1,76 @@
+//! Inputs that must be refused with the right error, without a panic or a large allocation.
+
+use shared::embedder::{ImageEmbedder, ImageError};
+use tests::{bad_input, fixture_image, image_encoder};
+
+fn embed_one(bytes: &[u8]) -> Result<(), ImageError> {
+    image_encoder().embed_images(&[bytes]).expect("inference itself works").remove(0).map(|_| ())
+}
+
+#[test]
+fn zero_bytes_is_empty() {
+    assert_eq!(embed_one(&bad_input("empty.jpg")), Err(ImageError::Empty));
+}
+
+#[test]
+fn a_truncated_jpeg_is_corrupt() {
+    match embed_one(&bad_input("truncated.jpg")) {
+        Err(ImageError::Corrupt { format: "JPEG", message }) => assert!(message.contains("truncated"), "{message}"),
+        other => panic!("expected a corrupt JPEG, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_text_file_is_not_an_image() {
+    assert_eq!(embed_one(&bad_input("not-an-image.txt")), Err(ImageError::UnknownFormat));
+}
+
+#[test]
+fn a_decompression_bomb_fails_fast_on_its_header() {
+    let start = std::time::Instant::now();
+    match embed_one(&bad_input("bomb-40000x40000.png")) {
+        Err(ImageError::TooLarge { width: 40000, height: 40000, max_pixels }) => assert_eq!(max_pixels, 100_000_000),
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    // Not a timing assertion on the machine's speed: a full decode would allocate 4.8 GB.
+    println!("bomb refused in {:?}", start.elapsed());
+}
+
+#[test]
+fn a_lower_pixel_cap_refuses_normal_photos_too() {
+    let encoder = shared::embedder::ClipImageEncoder::load(&tests::tiny_model(), &tests::runtime(), 1000).unwrap();
+    let result = encoder.embed_images(&[&fixture_image("baseline.jpg")]).unwrap().remove(0);
+    assert!(matches!(result, Err(ImageError::TooLarge { width: 512, height: 512, max_pixels: 1000 })), "{result:?}");
+}
+
+#[test]
+fn heic_is_named_as_unsupported() {
+    match embed_one(&bad_input("photo.heic")) {
+        Err(e @ ImageError::UnsupportedFormat { format: "HEIC/HEIF" }) => {
+            assert!(e.to_string().contains("use JPEG, PNG, WebP, GIF, BMP or TIFF"), "{e}")
+        }
+        other => panic!("expected UnsupportedFormat, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_bad_image_in_a_batch_does_not_affect_the_others() {
+    let good = fixture_image("baseline.jpg");
+    let bad = bad_input("truncated.jpg");
+    let results = image_encoder().embed_images(&[&good, &bad, &good]).unwrap();
+    assert!(results[0].is_ok() && results[2].is_ok());
+    assert!(matches!(results[1], Err(ImageError::Corrupt { .. })));
+    assert_eq!(results[0].as_ref().unwrap().vector, results[2].as_ref().unwrap().vector);
+}
+
+#[test]
+fn every_truncation_of_every_fixture_fails_cleanly_or_decodes() {
+    // Cut each fixture at several points: decoders must return an error, never panic.
+    let encoder = image_encoder();
+    for entry in std::fs::read_dir(tests::fixtures().join("images")).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        for cut in [1, 8, 33, bytes.len() / 2, bytes.len() - 1] {
+            let _ = encoder.prepare(&bytes[..cut]);
+        }
+    }
+}
