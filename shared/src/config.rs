@@ -1,21 +1,66 @@
 //! Configuration read once from the environment, with defaults that work out of the box.
+//! Every variable is documented in the README's configuration table.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::embedder::onnx::RuntimeOptions;
 
 /// Default cap on decoded pixels: 100 megapixels, far above any camera, far below a bomb.
 pub const DEFAULT_MAX_IMAGE_PIXELS: u64 = 100_000_000;
+/// Default cap on an object's size: 50 MiB.
+pub const DEFAULT_MAX_OBJECT_BYTES: u64 = 50 * 1024 * 1024;
+/// Presigned URLs live 15 minutes unless configured; S3 caps SigV4 presigning at 7 days.
+pub const DEFAULT_URL_TTL: Duration = Duration::from_secs(900);
+pub const MAX_URL_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+pub const DEFAULT_COLLECTION: &str = "clip_images";
 
-/// Settings shared by both functions.
+/// Settings of the embedder.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Model bundle in immich's layout (`config.json`, `visual/`, `textual/`).
     pub model_dir: PathBuf,
+    /// Where a model bundle too large for the deployment package is fetched from at init (`s3://bucket/prefix`).
+    pub model_s3_uri: Option<String>,
     /// ONNX Runtime library and session settings.
     pub runtime: RuntimeOptions,
     /// Images whose header declares more pixels than this are refused before decoding.
     pub max_image_pixels: u64,
+}
+
+/// Where the vectors live.
+#[derive(Debug, Clone)]
+pub struct MilvusConfig {
+    pub uri: String,
+    /// `user:password` or an API key; `None` for an open server.
+    pub token: Option<String>,
+    /// A Secrets Manager secret holding the token (plain string or JSON `{"token": ...}`).
+    pub token_secret_arn: Option<String>,
+    pub collection: String,
+    /// Time allowed for one Milvus call before it counts as a transient failure.
+    pub timeout: Duration,
+}
+
+/// Settings of the ingest function.
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    /// Objects larger than this are skipped (logged), never downloaded.
+    pub max_object_bytes: u64,
+    /// Attempts for a transient S3 or Milvus failure before the event fails.
+    pub retry_attempts: u32,
+}
+
+/// Settings of the search function.
+#[derive(Debug, Clone)]
+pub struct SearchConfig {
+    pub url_ttl: Duration,
+}
+
+/// S3 client settings beyond the standard AWS environment (region, credentials, `AWS_ENDPOINT_URL_S3`).
+#[derive(Debug, Clone, Default)]
+pub struct S3Config {
+    /// Path-style URLs (`http://host/bucket/key`), needed by S3-compatible servers on an IP address.
+    pub force_path_style: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -26,41 +71,125 @@ pub enum ConfigError {
     Invalid { name: &'static str, value: String, expected: &'static str },
 }
 
-impl Config {
-    /// Reads `MODEL_DIR` (required), `ORT_DYLIB_PATH`, `ORT_INTRA_THREADS` and `MAX_IMAGE_PIXELS`.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|name| std::env::var(name).ok())
-    }
+/// Reads variables through a lookup function so tests need no process environment.
+pub struct Env<F: Fn(&str) -> Option<String>>(pub F);
 
-    /// Same as [`Config::from_env`] with the variables taken from `lookup` (for tests).
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let model_dir = lookup("MODEL_DIR").filter(|v| !v.is_empty()).ok_or(ConfigError::Missing {
-            name: "MODEL_DIR",
-            hint: "point it at a model bundle in immich's layout, e.g. tests/fixtures/tiny-clip",
-        })?;
-        let intra_threads = match lookup("ORT_INTRA_THREADS").filter(|v| !v.is_empty()) {
-            None => None,
-            Some(v) => Some(parse_positive("ORT_INTRA_THREADS", &v, "a whole number of threads, at least 1")?),
-        };
-        let max_image_pixels = match lookup("MAX_IMAGE_PIXELS").filter(|v| !v.is_empty()) {
-            None => DEFAULT_MAX_IMAGE_PIXELS,
-            Some(v) => parse_positive("MAX_IMAGE_PIXELS", &v, "a whole number of pixels, at least 1")? as u64,
-        };
-        Ok(Config {
-            model_dir: PathBuf::from(model_dir),
-            runtime: RuntimeOptions {
-                dylib_path: lookup("ORT_DYLIB_PATH").filter(|v| !v.is_empty()).map(PathBuf::from),
-                intra_threads,
-            },
-            max_image_pixels,
-        })
+impl Env<fn(&str) -> Option<String>> {
+    pub fn process() -> Self {
+        Env(|name| std::env::var(name).ok())
     }
 }
 
-fn parse_positive(name: &'static str, value: &str, expected: &'static str) -> Result<usize, ConfigError> {
-    match value.trim().parse::<usize>() {
-        Ok(n) if n > 0 => Ok(n),
-        _ => Err(ConfigError::Invalid { name, value: value.to_string(), expected }),
+impl<F: Fn(&str) -> Option<String>> Env<F> {
+    fn get(&self, name: &str) -> Option<String> {
+        (self.0)(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
+    }
+
+    fn number(&self, name: &'static str, default: u64, expected: &'static str) -> Result<u64, ConfigError> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(v) => match v.parse::<u64>() {
+                Ok(n) if n > 0 => Ok(n),
+                _ => Err(ConfigError::Invalid { name, value: v, expected }),
+            },
+        }
+    }
+
+    pub fn embedder(&self) -> Result<Config, ConfigError> {
+        let model_dir = self.get("MODEL_DIR").ok_or(ConfigError::Missing {
+            name: "MODEL_DIR",
+            hint: "point it at a model bundle in immich's layout, e.g. tests/fixtures/tiny-clip",
+        })?;
+        let intra_threads = match self.get("ORT_INTRA_THREADS") {
+            None => None,
+            Some(_) => Some(self.number("ORT_INTRA_THREADS", 1, "a whole number of threads, at least 1")? as usize),
+        };
+        let model_s3_uri = self.get("MODEL_S3_URI");
+        if let Some(uri) = &model_s3_uri {
+            if !uri.starts_with("s3://") || uri.len() <= 5 {
+                return Err(ConfigError::Invalid {
+                    name: "MODEL_S3_URI",
+                    value: uri.clone(),
+                    expected: "s3://bucket/prefix of a model bundle",
+                });
+            }
+        }
+        Ok(Config {
+            model_dir: PathBuf::from(model_dir),
+            model_s3_uri,
+            runtime: RuntimeOptions { dylib_path: self.get("ORT_DYLIB_PATH").map(PathBuf::from), intra_threads },
+            max_image_pixels: self.number(
+                "MAX_IMAGE_PIXELS",
+                DEFAULT_MAX_IMAGE_PIXELS,
+                "a whole number of pixels, at least 1",
+            )?,
+        })
+    }
+
+    pub fn milvus(&self) -> Result<MilvusConfig, ConfigError> {
+        let uri = self.get("MILVUS_URI").ok_or(ConfigError::Missing {
+            name: "MILVUS_URI",
+            hint: "the Milvus endpoint, e.g. http://127.0.0.1:19530 or a Zilliz Cloud https URI",
+        })?;
+        if !(uri.starts_with("http://") || uri.starts_with("https://")) {
+            return Err(ConfigError::Invalid {
+                name: "MILVUS_URI",
+                value: uri,
+                expected: "an http:// or https:// URI",
+            });
+        }
+        let collection = self.get("MILVUS_COLLECTION").unwrap_or_else(|| DEFAULT_COLLECTION.to_string());
+        let valid_name = collection.len() <= 255
+            && collection.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && collection.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid_name {
+            return Err(ConfigError::Invalid {
+                name: "MILVUS_COLLECTION",
+                value: collection,
+                expected: "letters, digits and underscores, starting with a letter or underscore",
+            });
+        }
+        Ok(MilvusConfig {
+            uri,
+            token: self.get("MILVUS_TOKEN"),
+            token_secret_arn: self.get("MILVUS_TOKEN_SECRET_ARN"),
+            collection,
+            timeout: Duration::from_secs(self.number("MILVUS_TIMEOUT_SECONDS", 10, "a whole number of seconds")?),
+        })
+    }
+
+    pub fn ingest(&self) -> Result<IngestConfig, ConfigError> {
+        Ok(IngestConfig {
+            max_object_bytes: self.number("MAX_OBJECT_BYTES", DEFAULT_MAX_OBJECT_BYTES, "a whole number of bytes")?,
+            retry_attempts: self.number("RETRY_ATTEMPTS", 4, "a whole number of attempts, at least 1")? as u32,
+        })
+    }
+
+    pub fn search(&self) -> Result<SearchConfig, ConfigError> {
+        let ttl = self.number("URL_TTL_SECONDS", DEFAULT_URL_TTL.as_secs(), "a whole number of seconds")?;
+        Ok(SearchConfig { url_ttl: Duration::from_secs(ttl).min(MAX_URL_TTL) })
+    }
+
+    pub fn s3(&self) -> Result<S3Config, ConfigError> {
+        let force_path_style = match self.get("S3_FORCE_PATH_STYLE").as_deref() {
+            None | Some("false") | Some("0") => false,
+            Some("true") | Some("1") => true,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    name: "S3_FORCE_PATH_STYLE",
+                    value: other.to_string(),
+                    expected: "true or false",
+                })
+            }
+        };
+        Ok(S3Config { force_path_style })
+    }
+}
+
+impl Config {
+    /// Reads `MODEL_DIR` (required), `MODEL_S3_URI`, `ORT_DYLIB_PATH`, `ORT_INTRA_THREADS` and `MAX_IMAGE_PIXELS`.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Env::process().embedder()
     }
 }
 
@@ -69,31 +198,50 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    fn env(vars: &[(&str, &str)]) -> Env<impl Fn(&str) -> Option<String>> {
         let vars: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        Config::from_lookup(|name| vars.get(name).cloned())
+        Env(move |name: &str| vars.get(name).cloned())
     }
 
     #[test]
-    fn defaults_apply_when_only_the_model_is_given() {
-        let c = config(&[("MODEL_DIR", "/models/clip")]).unwrap();
+    fn defaults_apply_when_only_the_required_values_are_given() {
+        let e = env(&[("MODEL_DIR", "/models/clip"), ("MILVUS_URI", "http://127.0.0.1:19530")]);
+        let c = e.embedder().unwrap();
         assert_eq!(c.model_dir, PathBuf::from("/models/clip"));
         assert_eq!(c.max_image_pixels, DEFAULT_MAX_IMAGE_PIXELS);
         assert_eq!(c.runtime.intra_threads, None);
-        assert_eq!(c.runtime.dylib_path, None);
+        let m = e.milvus().unwrap();
+        assert_eq!(m.collection, DEFAULT_COLLECTION);
+        assert_eq!(m.token, None);
+        assert_eq!(e.search().unwrap().url_ttl, DEFAULT_URL_TTL);
+        assert_eq!(e.ingest().unwrap().max_object_bytes, DEFAULT_MAX_OBJECT_BYTES);
+        assert!(!e.s3().unwrap().force_path_style);
     }
 
     #[test]
-    fn missing_model_dir_says_what_to_set() {
-        let err = config(&[]).unwrap_err().to_string();
+    fn missing_values_say_what_to_set() {
+        let err = env(&[]).embedder().unwrap_err().to_string();
         assert!(err.contains("MODEL_DIR is not set"), "{err}");
+        let err = env(&[]).milvus().unwrap_err().to_string();
+        assert!(err.contains("MILVUS_URI is not set"), "{err}");
     }
 
     #[test]
-    fn bad_numbers_name_the_variable() {
-        let err = config(&[("MODEL_DIR", "m"), ("ORT_INTRA_THREADS", "zero")]).unwrap_err().to_string();
+    fn bad_values_name_the_variable() {
+        let err = env(&[("MODEL_DIR", "m"), ("ORT_INTRA_THREADS", "zero")]).embedder().unwrap_err().to_string();
         assert!(err.contains("ORT_INTRA_THREADS=\"zero\""), "{err}");
-        let err = config(&[("MODEL_DIR", "m"), ("MAX_IMAGE_PIXELS", "0")]).unwrap_err().to_string();
+        let err = env(&[("MODEL_DIR", "m"), ("MAX_IMAGE_PIXELS", "0")]).embedder().unwrap_err().to_string();
         assert!(err.contains("MAX_IMAGE_PIXELS"), "{err}");
+        let err = env(&[("MILVUS_URI", "localhost:19530")]).milvus().unwrap_err().to_string();
+        assert!(err.contains("http://"), "{err}");
+        let err = env(&[("MILVUS_URI", "http://x"), ("MILVUS_COLLECTION", "a-b")]).milvus().unwrap_err().to_string();
+        assert!(err.contains("MILVUS_COLLECTION"), "{err}");
+        assert!(env(&[("S3_FORCE_PATH_STYLE", "yes")]).s3().is_err());
+    }
+
+    #[test]
+    fn url_ttl_is_capped_at_seven_days() {
+        assert_eq!(env(&[("URL_TTL_SECONDS", "99999999")]).search().unwrap().url_ttl, MAX_URL_TTL);
+        assert!(env(&[("URL_TTL_SECONDS", "-5")]).search().is_err());
     }
 }

@@ -1,0 +1,323 @@
+//! The Milvus adapter (milvus-sdk-rust `ClientV2`), for Milvus 2.6+/3.x, Zilliz Cloud and Milvus Lite 3.2.
+//!
+//! The client connects on first use and, in the same step, makes sure the collection exists
+//! with this model's dimension and a cosine index, and is loaded. A failed attempt is retried
+//! on the next call, so a container started while Milvus was down recovers by itself.
+//!
+//! Milvus Lite gaps handled here (see the README): `create_index` is sent without waiting
+//! (`sync(false)`), deletes use a filter expression instead of `ids(..)` (which the SDK sends
+//! as a filter template Lite cannot parse), and `has_collection` replaces `list_collections`.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use milvus::v2::error::Error as MilvusError;
+use milvus::v2::prelude::*;
+use serde_json::json;
+use std::result::Result;
+use tokio::sync::OnceCell;
+use tonic::Code;
+
+use super::{ImageHit, ImageRecord, IndexError, VectorIndex};
+use crate::config::MilvusConfig;
+
+const VECTOR: &str = "vector";
+const OUTPUT_FIELDS: [&str; 9] =
+    ["id", "bucket", "key", "size", "etag", "content_type", "last_modified", "width", "height"];
+
+pub struct MilvusIndex {
+    connect: ConnectConfig,
+    collection: String,
+    dim: usize,
+    client: OnceCell<ClientV2>,
+}
+
+impl MilvusIndex {
+    /// Prepares the client; nothing is sent until the first call. `dim` is the model's embedding size.
+    pub async fn new(config: &MilvusConfig, token: Option<String>, dim: usize) -> Result<Self, IndexError> {
+        let mut connect = ConnectConfig::new()
+            .uri(config.uri.clone())
+            .connect_timeout(config.timeout.min(Duration::from_secs(5)))
+            .rpc_timeout(config.timeout)
+            .retry(RetryConfig::new().max_attempts(2).max_retry_timeout(config.timeout));
+        if let Some(token) = token {
+            connect = connect.token(token);
+        }
+        Ok(MilvusIndex { connect, collection: config.collection.clone(), dim, client: OnceCell::new() })
+    }
+
+    pub fn collection(&self) -> &str {
+        &self.collection
+    }
+
+    async fn client(&self) -> Result<&ClientV2, IndexError> {
+        self.client
+            .get_or_try_init(|| async {
+                let client = ClientV2::new(&self.connect).await.map_err(classify)?;
+                self.ensure_collection(&client).await?;
+                Ok(client)
+            })
+            .await
+    }
+
+    /// Creates the collection if it is missing; refuses one with another dimension or metric.
+    async fn ensure_collection(&self, client: &ClientV2) -> Result<(), IndexError> {
+        let name = self.collection.as_str();
+        let exists = client
+            .has_collection(HasCollectionRequest::builder().collection_name(name).build().map_err(classify)?)
+            .await
+            .map_err(classify)?
+            .exists();
+        if !exists {
+            let created = client
+                .create_collection(
+                    CreateCollectionRequest::builder()
+                        .collection_name(name)
+                        .schema(self.schema())
+                        .build()
+                        .map_err(classify)?,
+                )
+                .await;
+            match created {
+                Ok(_) => tracing::info!(collection = name, dim = self.dim, "created the Milvus collection"),
+                // Another container created it first: fall through to the checks.
+                Err(e) if e.to_string().contains("already exist") => {}
+                Err(e) => return Err(classify(e)),
+            }
+        }
+        let description = client
+            .describe_collection(DescribeCollectionRequest::builder().collection_name(name).build().map_err(classify)?)
+            .await
+            .map_err(classify)?;
+        let fields = description.description().get_schema().get_fields();
+        let incompatible = |problem: String| IndexError::Incompatible { collection: name.to_string(), problem };
+        let vector = fields
+            .iter()
+            .find(|f| f.get_name() == VECTOR)
+            .ok_or_else(|| incompatible(format!("it has no `{VECTOR}` field; use another MILVUS_COLLECTION")))?;
+        if vector.get_dimension() as usize != self.dim {
+            return Err(incompatible(format!(
+                "its vectors have dimension {} but the model's embeddings have dimension {}; use another MILVUS_COLLECTION for this model",
+                vector.get_dimension(),
+                self.dim
+            )));
+        }
+        for field in OUTPUT_FIELDS {
+            if !fields.iter().any(|f| f.get_name() == field) {
+                return Err(incompatible(format!("it has no `{field}` field; use another MILVUS_COLLECTION")));
+            }
+        }
+        let indexes = client
+            .describe_index(
+                DescribeIndexRequest::builder().collection_name(name).field_name(VECTOR).build().map_err(classify)?,
+            )
+            .await;
+        match indexes {
+            Ok(indexes) if !indexes.indexes().is_empty() => {
+                let metric = indexes.indexes()[0].get_metric_type();
+                if metric != MetricType::Cosine {
+                    return Err(incompatible(format!(
+                        "its vector index uses the {metric:?} metric but search needs COSINE; use another MILVUS_COLLECTION"
+                    )));
+                }
+            }
+            _ => self.create_index(client).await?,
+        }
+        client
+            .load_collection(LoadCollectionRequest::builder().collection_name(name).build().map_err(classify)?)
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    fn schema(&self) -> CollectionSchema {
+        let text = |name: &str, len: u32| FieldSchema::new().name(name).data_type(DataType::VarChar).max_length(len);
+        let int = |name: &str| FieldSchema::new().name(name).data_type(DataType::Int64);
+        CollectionSchema::new()
+            .description("CLIP image embeddings, one entity per S3 object")
+            .enable_dynamic_field(false)
+            .add_field(text("id", 64).primary_key(true).auto_id(false).description("sha256(bucket, key)"))
+            .add_field(text("bucket", 63))
+            .add_field(text("key", 1024))
+            .add_field(int("size"))
+            .add_field(text("etag", 128))
+            .add_field(text("content_type", 255))
+            .add_field(int("last_modified").description("ms since the epoch"))
+            .add_field(int("width"))
+            .add_field(int("height"))
+            .add_field(int("indexed_at").description("ms since the epoch"))
+            .add_field(FieldSchema::new().name(VECTOR).data_type(DataType::FloatVector).dimension(self.dim as u32))
+    }
+
+    async fn create_index(&self, client: &ClientV2) -> Result<(), IndexError> {
+        let params =
+            HashMap::from([("M".to_string(), "16".to_string()), ("efConstruction".to_string(), "200".to_string())]);
+        let index = IndexParam::new()
+            .field_name(VECTOR)
+            .index_type(IndexType::Hnsw)
+            .metric_type(MetricType::Cosine)
+            .extra_params(params);
+        // Not waiting for the build: Milvus Lite lacks the RPC, and load_collection waits on real Milvus anyway.
+        let request = CreateIndexRequest::builder()
+            .collection_name(self.collection.as_str())
+            .index_param(index)
+            .sync(false)
+            .build()
+            .map_err(classify)?;
+        client.create_index(request).await.map_err(classify)?;
+        Ok(())
+    }
+
+    fn id_filter(ids: &[String]) -> String {
+        let quoted: Vec<String> = ids.iter().map(|id| format!("\"{}\"", escape(id))).collect();
+        format!("id in [{}]", quoted.join(", "))
+    }
+}
+
+/// Escapes a value for a double-quoted string literal in a Milvus filter expression.
+pub fn escape(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n").replace('\r', "\\r")
+}
+
+#[async_trait::async_trait]
+impl VectorIndex for MilvusIndex {
+    async fn upsert(&self, records: &[ImageRecord]) -> Result<(), IndexError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let client = self.client().await?;
+        let rows: Vec<serde_json::Value> = records
+            .iter()
+            .map(|r| {
+                json!({
+                    "id": r.id, "bucket": r.bucket, "key": r.key, "size": r.size, "etag": r.etag,
+                    "content_type": r.content_type, "last_modified": r.last_modified_ms,
+                    "width": r.width, "height": r.height, "indexed_at": r.indexed_at_ms, "vector": r.vector,
+                })
+            })
+            .collect();
+        let insert =
+            InsertRequest::builder().collection_name(self.collection.as_str()).rows(rows).build().map_err(classify)?;
+        client.upsert(UpsertRequest::builder().insert(insert).build().map_err(classify)?).await.map_err(classify)?;
+        Ok(())
+    }
+
+    async fn delete(&self, ids: &[String]) -> Result<(), IndexError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let client = self.client().await?;
+        let request = DeleteRequest::builder()
+            .collection_name(self.collection.as_str())
+            .filter(Self::id_filter(ids))
+            .build()
+            .map_err(classify)?;
+        client.delete(request).await.map_err(classify)?;
+        Ok(())
+    }
+
+    async fn etags(&self, ids: &[String]) -> Result<HashMap<String, String>, IndexError> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let client = self.client().await?;
+        let request = QueryRequest::builder()
+            .collection_name(self.collection.as_str())
+            .filter(Self::id_filter(ids))
+            .output_fields(["id", "etag"])
+            // A duplicate event right after the first must see its upsert.
+            .consistency_level(ConsistencyLevel::Strong)
+            .build()
+            .map_err(classify)?;
+        let response = client.query(request).await.map_err(classify)?;
+        let mut etags = HashMap::new();
+        for row in response.results().rows().map_err(classify)? {
+            etags.insert(
+                row.get_str("id").map_err(classify)?.to_string(),
+                row.get_str("etag").map_err(classify)?.to_string(),
+            );
+        }
+        Ok(etags)
+    }
+
+    async fn search(&self, vector: &[f32], k: usize) -> Result<Vec<ImageHit>, IndexError> {
+        let client = self.client().await?;
+        let request = SearchRequest::builder()
+            .collection_name(self.collection.as_str())
+            .vector_field(VECTOR)
+            .vectors(SearchVectors::Float(vec![vector.to_vec()]))
+            .limit(k as i64)
+            .output_fields(OUTPUT_FIELDS)
+            .build()
+            .map_err(classify)?;
+        let response = client.search(request).await.map_err(classify)?;
+        let mut hits = Vec::new();
+        for result in response.results().iter() {
+            for row in result.rows().map_err(classify)? {
+                let text = |f: &str| row.get_str(f).map(str::to_string).map_err(classify);
+                let int = |f: &str| row.get_i64(f).map_err(classify);
+                hits.push(ImageHit {
+                    id: text("id")?,
+                    score: row.get_f32("score").map_err(classify)?,
+                    bucket: text("bucket")?,
+                    key: text("key")?,
+                    size: int("size")?,
+                    etag: text("etag")?,
+                    content_type: text("content_type")?,
+                    last_modified_ms: int("last_modified")?,
+                    width: int("width")?,
+                    height: int("height")?,
+                });
+            }
+        }
+        hits.sort_by(|a, b| b.score.total_cmp(&a.score));
+        Ok(hits)
+    }
+
+    async fn count(&self) -> Result<u64, IndexError> {
+        let client = self.client().await?;
+        let request = QueryRequest::builder()
+            .collection_name(self.collection.as_str())
+            .filter("")
+            .output_fields(["count(*)"])
+            .build()
+            .map_err(classify)?;
+        let response = client.query(request).await.map_err(classify)?;
+        let rows = response.results().rows().map_err(classify)?;
+        let mut count = 0;
+        for row in rows {
+            count = row.get_i64("count(*)").map_err(classify)?.max(0) as u64;
+        }
+        Ok(count)
+    }
+}
+
+/// Connection trouble is transient (retry); whatever the server refuses is not.
+fn classify(error: MilvusError) -> IndexError {
+    match &error {
+        MilvusError::Grpc(status) => match status.code() {
+            Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::ResourceExhausted
+            | Code::Aborted
+            | Code::Cancelled
+            | Code::Unknown => IndexError::Unavailable(status.message().to_string()),
+            _ => IndexError::Refused(error.to_string()),
+        },
+        MilvusError::Timeout(_) | MilvusError::RetryExhausted { .. } | MilvusError::Cancelled(_) => {
+            IndexError::Unavailable(error.to_string())
+        }
+        _ => IndexError::Refused(error.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_values_are_escaped() {
+        assert_eq!(escape(r#"we"ird\name"#), r#"we\"ird\\name"#);
+        assert_eq!(MilvusIndex::id_filter(&["a".into(), "b\"".into()]), r#"id in ["a", "b\""]"#);
+    }
+}

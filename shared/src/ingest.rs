@@ -1,0 +1,421 @@
+//! The ingest use case: S3 object changes in, vectors upserted or deleted in the index.
+//!
+//! Each object is fetched, checked (size, content type, magic bytes), embedded in one batch
+//! with the other objects of the event, and upserted under [`record_id`]. An object whose ETag
+//! is already indexed is not embedded again (S3 delivers events at least once). A bad object
+//! is logged and skipped; a transient S3 or Milvus failure is retried, then returned as an
+//! error so Lambda's retries and the on-failure destination keep the event.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub use aws_lambda_events::s3::S3Event;
+use percent_encoding::percent_decode_str;
+use serde::Serialize;
+
+use crate::config::IngestConfig;
+use crate::embedder::{ImageEmbedder, InferenceError};
+use crate::index::{record_id, ImageRecord, IndexError, VectorIndex};
+use crate::retry::{retry, RetryPolicy};
+use crate::store::{normalize_etag, ObjectStore, StoreError};
+
+/// What happened to an object, as the use case sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ObjectChange {
+    Created { bucket: String, key: String, etag: Option<String> },
+    Removed { bucket: String, key: String },
+}
+
+impl ObjectChange {
+    fn location(&self) -> (&str, &str) {
+        match self {
+            ObjectChange::Created { bucket, key, .. } | ObjectChange::Removed { bucket, key } => (bucket, key),
+        }
+    }
+}
+
+/// Decodes an S3 event key: `+` is a space, `%XX` an escaped byte (S3 never fills `urlDecodedKey`).
+pub fn decode_s3_key(raw: &str) -> String {
+    percent_decode_str(&raw.replace('+', " ")).decode_utf8_lossy().into_owned()
+}
+
+/// The changes an S3 event describes. Records that are neither created nor removed are ignored, with a log line.
+pub fn changes_from_event(event: &S3Event) -> Vec<ObjectChange> {
+    let mut changes = Vec::new();
+    for record in &event.records {
+        let name = record.event_name.as_deref().unwrap_or_default();
+        let (Some(bucket), Some(raw_key)) = (record.s3.bucket.name.as_deref(), record.s3.object.key.as_deref()) else {
+            tracing::warn!(event_name = name, "S3 record without bucket or key, ignored");
+            continue;
+        };
+        let key = decode_s3_key(raw_key);
+        if name.starts_with("ObjectCreated:") {
+            let etag = record.s3.object.e_tag.clone();
+            changes.push(ObjectChange::Created { bucket: bucket.to_string(), key, etag });
+        } else if name.starts_with("ObjectRemoved:") {
+            changes.push(ObjectChange::Removed { bucket: bucket.to_string(), key });
+        } else {
+            tracing::info!(event_name = name, key = %key, "S3 event type not handled, ignored");
+        }
+    }
+    changes
+}
+
+/// The outcome of one event, returned by the Lambda and logged.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct IngestReport {
+    pub indexed: Vec<String>,
+    /// Already indexed with the same ETag: not embedded again.
+    pub unchanged: Vec<String>,
+    pub deleted: Vec<String>,
+    pub skipped: Vec<Skipped>,
+}
+
+/// An object that will never be indexed as it is, and why.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Skipped {
+    pub key: String,
+    pub reason: String,
+}
+
+/// The event could not be processed completely; Lambda should retry it.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("S3 failed for {key}: {source}")]
+    Store { key: String, source: StoreError },
+    #[error("the index failed: {0}")]
+    Index(#[from] IndexError),
+    #[error(transparent)]
+    Inference(#[from] InferenceError),
+}
+
+/// Content types that cannot be images. Anything else (image/*, octet-stream, none) goes on to the magic-byte check.
+fn refused_content_type(content_type: Option<&str>) -> Option<String> {
+    let ct = content_type?.split(';').next()?.trim().to_ascii_lowercase();
+    let plausible = ct.is_empty()
+        || ct.starts_with("image/")
+        || matches!(ct.as_str(), "application/octet-stream" | "binary/octet-stream");
+    (!plausible).then(|| format!("content type {ct} is not an image"))
+}
+
+pub struct Ingestor {
+    pub embedder: Arc<dyn ImageEmbedder>,
+    pub store: Arc<dyn ObjectStore>,
+    pub index: Arc<dyn VectorIndex>,
+    pub config: IngestConfig,
+    pub retry: RetryPolicy,
+}
+
+impl Ingestor {
+    /// Handles an S3 event: every record, in one batch.
+    pub async fn handle_event(&self, event: &S3Event) -> Result<IngestReport, IngestError> {
+        self.apply(changes_from_event(event)).await
+    }
+
+    /// Applies changes; for several changes of one object, the last wins.
+    pub async fn apply(&self, changes: Vec<ObjectChange>) -> Result<IngestReport, IngestError> {
+        let mut last: HashMap<String, ObjectChange> = HashMap::new();
+        let mut order = Vec::new();
+        for change in changes {
+            let (bucket, key) = change.location();
+            let id = record_id(bucket, key);
+            if last.insert(id.clone(), change).is_none() {
+                order.push(id);
+            }
+        }
+        let mut report = IngestReport::default();
+        let mut removed = Vec::new();
+        let mut created = Vec::new();
+        for id in order {
+            match last.remove(&id).expect("every id was inserted") {
+                ObjectChange::Removed { key, .. } => removed.push((id, key)),
+                ObjectChange::Created { bucket, key, etag } => created.push((id, bucket, key, etag)),
+            }
+        }
+
+        if !removed.is_empty() {
+            let ids: Vec<String> = removed.iter().map(|(id, _)| id.clone()).collect();
+            retry(&self.retry, "delete", || self.index.delete(&ids)).await?;
+            for (_, key) in removed {
+                tracing::info!(key = %key, "deleted from the index");
+                report.deleted.push(key);
+            }
+        }
+        if created.is_empty() {
+            return Ok(report);
+        }
+
+        let ids: Vec<String> = created.iter().map(|(id, ..)| id.clone()).collect();
+        let indexed = retry(&self.retry, "etag lookup", || self.index.etags(&ids)).await?;
+        let mut fetched = Vec::new();
+        let mut first_failure = None;
+        for (id, bucket, key, event_etag) in created {
+            let known = indexed.get(&id);
+            let event_etag = event_etag.map(|e| normalize_etag(&e)).filter(|e| !e.is_empty());
+            if event_etag.is_some() && known == event_etag.as_ref() {
+                tracing::info!(key = %key, "already indexed with this ETag, not embedded again");
+                report.unchanged.push(key);
+                continue;
+            }
+            let max = self.config.max_object_bytes;
+            match retry(&self.retry, "get object", || self.store.get(&bucket, &key, max)).await {
+                Ok(object) if known == Some(&object.etag) => {
+                    tracing::info!(key = %key, "already indexed with this ETag, not embedded again");
+                    report.unchanged.push(key);
+                }
+                Ok(object) => match refused_content_type(object.content_type.as_deref()) {
+                    Some(reason) => skip(&mut report, key, reason),
+                    None => fetched.push((id, bucket, key, object)),
+                },
+                Err(e @ (StoreError::NotFound { .. } | StoreError::TooLarge { .. } | StoreError::Refused(_))) => {
+                    skip(&mut report, key, e.to_string())
+                }
+                Err(e @ StoreError::Unavailable(_)) => {
+                    tracing::error!(key = %key, error = %e, "S3 unavailable after retries");
+                    first_failure.get_or_insert(IngestError::Store { key, source: e });
+                }
+            }
+        }
+
+        if !fetched.is_empty() {
+            let embedder = Arc::clone(&self.embedder);
+            let bytes: Vec<Vec<u8>> = fetched.iter_mut().map(|(.., o)| std::mem::take(&mut o.bytes)).collect();
+            let results = tokio::task::spawn_blocking(move || {
+                let refs: Vec<&[u8]> = bytes.iter().map(Vec::as_slice).collect();
+                embedder.embed_images(&refs)
+            })
+            .await
+            .map_err(|e| InferenceError(format!("embedding task failed: {e}")))??;
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+            let mut records = Vec::new();
+            let mut keys = Vec::new();
+            for ((id, bucket, key, object), result) in fetched.into_iter().zip(results) {
+                match result {
+                    Ok(embedding) => {
+                        records.push(ImageRecord {
+                            id,
+                            bucket,
+                            key: key.clone(),
+                            size: object.size as i64,
+                            etag: object.etag,
+                            content_type: object
+                                .content_type
+                                .filter(|c| c.starts_with("image/"))
+                                .unwrap_or_else(|| embedding.format.mime_type().to_string()),
+                            last_modified_ms: object.last_modified_ms.unwrap_or(0),
+                            width: embedding.width as i64,
+                            height: embedding.height as i64,
+                            indexed_at_ms: now,
+                            vector: embedding.vector,
+                        });
+                        keys.push(key);
+                    }
+                    Err(e) => skip(&mut report, key, e.to_string()),
+                }
+            }
+            if !records.is_empty() {
+                retry(&self.retry, "upsert", || self.index.upsert(&records)).await?;
+                for key in keys {
+                    tracing::info!(key = %key, "indexed");
+                    report.indexed.push(key);
+                }
+            }
+        }
+        match first_failure {
+            Some(e) => Err(e),
+            None => Ok(report),
+        }
+    }
+}
+
+fn skip(report: &mut IngestReport, key: String, reason: String) {
+    tracing::warn!(key = %key, reason = %reason, "object skipped");
+    report.skipped.push(Skipped { key, reason });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::embedder::{ImageEmbedding, ImageError, SupportedFormat};
+    use crate::index::memory::MemoryIndex;
+    use crate::store::{PresignedUrl, StoredObject};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    /// Embeds any byte string starting with "img" as a 2-d vector; anything else is corrupt.
+    #[derive(Default)]
+    struct FakeEmbedder {
+        calls: AtomicUsize,
+    }
+    impl ImageEmbedder for FakeEmbedder {
+        fn dim(&self) -> usize {
+            2
+        }
+        fn embed_images(&self, images: &[&[u8]]) -> Result<Vec<Result<ImageEmbedding, ImageError>>, InferenceError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            Ok(images
+                .iter()
+                .map(|b| {
+                    if b.starts_with(b"img") {
+                        Ok(ImageEmbedding { vector: vec![1.0, 0.0], width: 4, height: 3, format: SupportedFormat::Png })
+                    } else {
+                        Err(ImageError::UnknownFormat)
+                    }
+                })
+                .collect())
+        }
+    }
+
+    #[derive(Default)]
+    struct FakeStore {
+        objects: Mutex<HashMap<String, StoredObject>>,
+        unavailable: Mutex<u32>,
+        gets: AtomicUsize,
+    }
+    impl FakeStore {
+        fn put(&self, key: &str, bytes: &[u8], etag: &str, content_type: &str) {
+            let object = StoredObject {
+                bytes: bytes.to_vec(),
+                size: bytes.len() as u64,
+                etag: etag.into(),
+                content_type: Some(content_type.into()),
+                last_modified_ms: Some(1),
+            };
+            self.objects.lock().unwrap().insert(key.to_string(), object);
+        }
+    }
+    #[async_trait::async_trait]
+    impl ObjectStore for FakeStore {
+        async fn get(&self, bucket: &str, key: &str, max: u64) -> Result<StoredObject, StoreError> {
+            self.gets.fetch_add(1, Ordering::SeqCst);
+            {
+                let mut left = self.unavailable.lock().unwrap();
+                if *left > 0 {
+                    *left -= 1;
+                    return Err(StoreError::Unavailable("503 SlowDown".into()));
+                }
+            }
+            let object = self.objects.lock().unwrap().get(key).cloned();
+            let object = object.ok_or(StoreError::NotFound { bucket: bucket.into(), key: key.into() })?;
+            if object.size > max {
+                return Err(StoreError::TooLarge { size: object.size, max });
+            }
+            Ok(object)
+        }
+        async fn presign_get(&self, _: &str, key: &str, ttl: Duration) -> Result<PresignedUrl, StoreError> {
+            Ok(PresignedUrl { url: format!("https://example/{key}"), expires_at: SystemTime::now() + ttl })
+        }
+    }
+
+    struct Fixture {
+        ingestor: Ingestor,
+        store: Arc<FakeStore>,
+        index: Arc<MemoryIndex>,
+        embedder: Arc<FakeEmbedder>,
+    }
+
+    fn fixture() -> Fixture {
+        let store = Arc::new(FakeStore::default());
+        let index = Arc::new(MemoryIndex::default());
+        let embedder = Arc::new(FakeEmbedder::default());
+        let ingestor = Ingestor {
+            embedder: embedder.clone(),
+            store: store.clone(),
+            index: index.clone(),
+            config: IngestConfig { max_object_bytes: 100, retry_attempts: 3 },
+            retry: RetryPolicy {
+                attempts: 3,
+                first_delay: Duration::from_millis(1),
+                max_delay: Duration::from_millis(1),
+            },
+        };
+        Fixture { ingestor, store, index, embedder }
+    }
+
+    fn created(key: &str, etag: Option<&str>) -> ObjectChange {
+        ObjectChange::Created { bucket: "b".into(), key: key.into(), etag: etag.map(str::to_string) }
+    }
+
+    #[test]
+    fn keys_are_decoded_the_way_s3_encodes_them() {
+        assert_eq!(decode_s3_key("dir/a+b%2Bc%25d+%C3%A9.jpg"), "dir/a b+c%d é.jpg");
+        assert_eq!(decode_s3_key("plain/key.png"), "plain/key.png");
+    }
+
+    #[tokio::test]
+    async fn good_objects_are_indexed_in_one_batch_and_bad_ones_skipped() {
+        let f = fixture();
+        f.store.put("a.png", b"img-a", "e1", "image/png");
+        f.store.put("b.png", b"img-b", "e2", "binary/octet-stream");
+        f.store.put("corrupt.jpg", b"garbage", "e3", "image/jpeg");
+        f.store.put("notes.txt", b"img-ish text", "e4", "text/plain");
+        f.store.put("huge.png", &[b'i'; 200], "e5", "image/png");
+        let changes = ["a.png", "b.png", "corrupt.jpg", "notes.txt", "huge.png", "gone.png"]
+            .iter()
+            .map(|k| created(k, None))
+            .collect();
+        let report = f.ingestor.apply(changes).await.unwrap();
+        assert_eq!(report.indexed, vec!["a.png", "b.png"]);
+        let skipped: Vec<&str> = report.skipped.iter().map(|s| s.key.as_str()).collect();
+        assert_eq!(skipped, vec!["notes.txt", "huge.png", "gone.png", "corrupt.jpg"]);
+        assert!(report.skipped[0].reason.contains("text/plain"));
+        assert_eq!(f.embedder.calls.load(Ordering::SeqCst), 1, "one batch for the whole event");
+        let records = f.index.records.lock().unwrap();
+        assert_eq!(records.len(), 2);
+        let b = &records[&record_id("b", "b.png")];
+        assert_eq!((b.content_type.as_str(), b.width, b.height, b.etag.as_str()), ("image/png", 4, 3, "e2"));
+    }
+
+    #[tokio::test]
+    async fn an_indexed_etag_is_not_embedded_again_and_a_new_one_replaces_the_entity() {
+        let f = fixture();
+        f.store.put("a.png", b"img-a", "e1", "image/png");
+        f.ingestor.apply(vec![created("a.png", Some("e1"))]).await.unwrap();
+        let report = f.ingestor.apply(vec![created("a.png", Some("\"e1\""))]).await.unwrap();
+        assert_eq!(report.unchanged, vec!["a.png"]);
+        assert_eq!(f.store.gets.load(Ordering::SeqCst), 1, "no download for a known ETag");
+        // An event without an ETag still avoids the embedding.
+        let report = f.ingestor.apply(vec![created("a.png", None)]).await.unwrap();
+        assert_eq!(report.unchanged, vec!["a.png"]);
+        assert_eq!(f.embedder.calls.load(Ordering::SeqCst), 1);
+        f.store.put("a.png", b"img-a2", "e2", "image/png");
+        let report = f.ingestor.apply(vec![created("a.png", Some("e2"))]).await.unwrap();
+        assert_eq!(report.indexed, vec!["a.png"]);
+        assert_eq!(f.index.records.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn removed_objects_are_deleted_and_the_last_change_of_a_key_wins() {
+        let f = fixture();
+        f.store.put("a.png", b"img-a", "e1", "image/png");
+        f.ingestor.apply(vec![created("a.png", None)]).await.unwrap();
+        let removed = ObjectChange::Removed { bucket: "b".into(), key: "a.png".into() };
+        let report = f.ingestor.apply(vec![created("a.png", None), removed]).await.unwrap();
+        assert_eq!(report.deleted, vec!["a.png"]);
+        assert!(report.indexed.is_empty());
+        assert!(f.index.records.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn transient_failures_are_retried_then_surfaced_after_saving_the_rest() {
+        let f = fixture();
+        f.store.put("a.png", b"img-a", "e1", "image/png");
+        *f.index.failures_left.lock().unwrap() = 2;
+        *f.store.unavailable.lock().unwrap() = 2;
+        let report = f.ingestor.apply(vec![created("a.png", None)]).await.unwrap();
+        assert_eq!(report.indexed, vec!["a.png"], "two failures fit in three attempts");
+
+        f.store.put("b.png", b"img-b", "e2", "image/png");
+        f.store.put("c.png", b"img-c", "e3", "image/png");
+        *f.store.unavailable.lock().unwrap() = 3;
+        let err = f.ingestor.apply(vec![created("b.png", None), created("c.png", None)]).await.unwrap_err();
+        assert!(matches!(err, IngestError::Store { ref key, .. } if key == "b.png"), "{err}");
+        assert!(f.index.records.lock().unwrap().contains_key(&record_id("b", "c.png")), "c.png was still indexed");
+
+        *f.index.failures_left.lock().unwrap() = 10;
+        let err = f.ingestor.apply(vec![created("a.png", None)]).await.unwrap_err();
+        assert!(matches!(err, IngestError::Index(IndexError::Unavailable(_))), "{err}");
+    }
+}

@@ -1,0 +1,179 @@
+//! Building the adapters once per Lambda container, from the environment. The binaries call
+//! these at init so warm invocations pay nothing for clients, sessions or model loading.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::config::{Env, MilvusConfig};
+use crate::embedder::{ClipImageEncoder, ClipTextEncoder, ImageEmbedder, ModelBundle, ModelError, TextEmbedder};
+use crate::index::{IndexError, MilvusIndex};
+use crate::ingest::Ingestor;
+use crate::retry::RetryPolicy;
+use crate::search::Searcher;
+use crate::store::{S3Store, StoreError};
+use crate::ConfigError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("configuration: {0}")]
+    Config(#[from] ConfigError),
+    #[error("model: {0}")]
+    Model(#[from] ModelError),
+    #[error("fetching the model from {uri}: {source}")]
+    ModelDownload { uri: String, source: StoreError },
+    #[error("reading the Milvus token from Secrets Manager ({arn}): {message}")]
+    Secret { arn: String, message: String },
+    #[error("Milvus: {0}")]
+    Index(#[from] IndexError),
+}
+
+/// JSON logs (one object per line, as CloudWatch Logs Insights likes them); `RUST_LOG` sets the level.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| "info".into());
+    let _ = tracing_subscriber::fmt().json().with_env_filter(filter).with_target(false).without_time().try_init();
+}
+
+/// Which tower a function needs; only its files are fetched and loaded.
+#[derive(Clone, Copy)]
+enum Tower {
+    Visual,
+    Textual,
+}
+
+impl Tower {
+    fn wants(self, relative: &str) -> bool {
+        let dir = match self {
+            Tower::Visual => "visual/",
+            Tower::Textual => "textual/",
+        };
+        relative == "config.json" || relative.starts_with(dir)
+    }
+}
+
+async fn open_bundle(
+    env: &Env<impl Fn(&str) -> Option<String>>,
+    store: &S3Store,
+    tower: Tower,
+) -> Result<(ModelBundle, crate::Config), SetupError> {
+    let config = env.embedder()?;
+    if let Some(uri) = &config.model_s3_uri {
+        let (bucket, prefix) =
+            uri.trim_start_matches("s3://").split_once('/').unwrap_or((uri.trim_start_matches("s3://"), ""));
+        let copied = store
+            .download_prefix(bucket, prefix, &config.model_dir, |rel| tower.wants(rel))
+            .await
+            .map_err(|source| SetupError::ModelDownload { uri: uri.clone(), source })?;
+        tracing::info!(uri = %uri, files = copied, dir = %config.model_dir.display(), "model fetched from S3");
+    }
+    Ok((ModelBundle::open(&config.model_dir)?, config))
+}
+
+async fn milvus(
+    env: &Env<impl Fn(&str) -> Option<String>>,
+    dim: usize,
+) -> Result<(MilvusIndex, MilvusConfig), SetupError> {
+    let config = env.milvus()?;
+    let token = match &config.token_secret_arn {
+        Some(arn) => Some(secret_token(arn).await?),
+        None => config.token.clone(),
+    };
+    Ok((MilvusIndex::new(&config, token, dim).await?, config))
+}
+
+/// The secret is the token itself, or JSON with a `token` field (or `username` and `password`).
+async fn secret_token(arn: &str) -> Result<String, SetupError> {
+    let shared = aws_config::load_from_env().await;
+    let client = aws_sdk_secretsmanager::Client::new(&shared);
+    let output = client.get_secret_value().secret_id(arn).send().await.map_err(|e| SetupError::Secret {
+        arn: arn.into(),
+        message: aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string(),
+    })?;
+    let raw = output
+        .secret_string()
+        .ok_or_else(|| SetupError::Secret { arn: arn.into(), message: "the secret has no string value".into() })?;
+    token_from_secret(raw).ok_or_else(|| SetupError::Secret {
+        arn: arn.into(),
+        message: "expected the token, or JSON with `token` or `username` and `password`".into(),
+    })
+}
+
+fn token_from_secret(raw: &str) -> Option<String> {
+    let raw = raw.trim();
+    match serde_json::from_str::<serde_json::Value>(raw) {
+        Ok(serde_json::Value::Object(o)) => match (o.get("token"), o.get("username"), o.get("password")) {
+            (Some(serde_json::Value::String(t)), _, _) => Some(t.clone()),
+            (_, Some(serde_json::Value::String(u)), Some(serde_json::Value::String(p))) => Some(format!("{u}:{p}")),
+            _ => None,
+        },
+        _ if !raw.is_empty() => Some(raw.to_string()),
+        _ => None,
+    }
+}
+
+/// Everything the ingest function needs: visual tower, S3, Milvus.
+pub async fn ingestor_from_env() -> Result<Ingestor, SetupError> {
+    let env = Env::process();
+    let store = S3Store::from_env(&env.s3()?).await;
+    let (bundle, config) = open_bundle(&env, &store, Tower::Visual).await?;
+    let embedder =
+        load_blocking(move || ClipImageEncoder::load(&bundle, &config.runtime, config.max_image_pixels)).await?;
+    let (index, _) = milvus(&env, embedder.dim()).await?;
+    let ingest = env.ingest()?;
+    Ok(Ingestor {
+        embedder: Arc::new(embedder),
+        store: Arc::new(store),
+        index: Arc::new(index),
+        retry: RetryPolicy::new(ingest.retry_attempts),
+        config: ingest,
+    })
+}
+
+/// Everything the search function needs: textual tower, Milvus, S3 (for presigning).
+pub async fn searcher_from_env() -> Result<Searcher, SetupError> {
+    let env = Env::process();
+    let store = S3Store::from_env(&env.s3()?).await;
+    let (bundle, config) = open_bundle(&env, &store, Tower::Textual).await?;
+    let model_name = bundle.name();
+    let embedder = load_blocking(move || ClipTextEncoder::load(&bundle, &config.runtime)).await?;
+    let (index, milvus) = milvus(&env, embedder.dim()).await?;
+    Ok(Searcher {
+        embedder: Arc::new(embedder),
+        index: Arc::new(index),
+        store: Arc::new(store),
+        url_ttl: env.search()?.url_ttl,
+        model_name,
+        collection: milvus.collection,
+    })
+}
+
+async fn load_blocking<T: Send + 'static>(
+    load: impl FnOnce() -> Result<T, ModelError> + Send + 'static,
+) -> Result<T, SetupError> {
+    Ok(tokio::task::spawn_blocking(load).await.expect("model loading does not panic")?)
+}
+
+/// Shown when the model directory is the committed tiny test model.
+pub fn is_test_model(dir: &Path) -> bool {
+    dir.ends_with("tiny-clip")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_may_be_plain_or_json() {
+        assert_eq!(token_from_secret("abc123").as_deref(), Some("abc123"));
+        assert_eq!(token_from_secret(r#"{"token": "t"}"#).as_deref(), Some("t"));
+        assert_eq!(token_from_secret(r#"{"username": "u", "password": "p"}"#).as_deref(), Some("u:p"));
+        assert_eq!(token_from_secret(r#"{"other": 1}"#), None);
+        assert_eq!(token_from_secret("  "), None);
+    }
+
+    #[test]
+    fn each_tower_fetches_only_its_files() {
+        assert!(Tower::Visual.wants("config.json") && Tower::Visual.wants("visual/model.onnx"));
+        assert!(!Tower::Visual.wants("textual/model.onnx"));
+        assert!(Tower::Textual.wants("textual/tokenizer.json") && !Tower::Textual.wants("visual/preprocess_cfg.json"));
+    }
+}

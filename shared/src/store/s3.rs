@@ -1,0 +1,159 @@
+//! The S3 adapter (aws-sdk-s3). Region, credentials and endpoint come from the standard AWS
+//! environment (`AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_ENDPOINT_URL_S3`, the Lambda role, ...).
+
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::presigning::PresigningConfig;
+use aws_sdk_s3::Client;
+
+use super::{normalize_etag, ObjectStore, PresignedUrl, StoreError, StoredObject};
+use crate::config::S3Config;
+
+#[derive(Clone)]
+pub struct S3Store {
+    client: Client,
+}
+
+impl S3Store {
+    /// A client from the AWS environment, built once at init.
+    pub async fn from_env(config: &S3Config) -> Self {
+        let shared = aws_config::load_from_env().await;
+        let s3 = aws_sdk_s3::config::Builder::from(&shared).force_path_style(config.force_path_style).build();
+        S3Store { client: Client::from_conf(s3) }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Copies every object under `s3://bucket/prefix/` whose relative path `wanted` accepts into `dest`,
+    /// skipping files already there with the same size (a warm Lambda container keeps /tmp).
+    pub async fn download_prefix(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        dest: &Path,
+        wanted: impl Fn(&str) -> bool,
+    ) -> Result<usize, StoreError> {
+        let prefix = if prefix.is_empty() || prefix.ends_with('/') { prefix.to_string() } else { format!("{prefix}/") };
+        let mut pages = self.client.list_objects_v2().bucket(bucket).prefix(&prefix).into_paginator().send();
+        let mut copied = 0;
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| classify(e, bucket, &prefix))?;
+            for object in page.contents() {
+                let Some(key) = object.key() else { continue };
+                let relative = &key[prefix.len()..];
+                if relative.is_empty() || relative.ends_with('/') || !wanted(relative) {
+                    continue;
+                }
+                let target = dest.join(relative);
+                let size = object.size().unwrap_or(-1);
+                if std::fs::metadata(&target).map(|m| m.len() as i64 == size).unwrap_or(false) {
+                    continue;
+                }
+                let output = self
+                    .client
+                    .get_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .send()
+                    .await
+                    .map_err(|e| classify(e, bucket, key))?;
+                let bytes =
+                    output.body.collect().await.map_err(|e| StoreError::Unavailable(e.to_string()))?.into_bytes();
+                let write = || -> std::io::Result<()> {
+                    std::fs::create_dir_all(target.parent().unwrap_or(dest))?;
+                    let partial = target.with_extension("part");
+                    std::fs::write(&partial, &bytes)?;
+                    std::fs::rename(&partial, &target)
+                };
+                write().map_err(|e| StoreError::Refused(format!("cannot write {}: {e}", target.display())))?;
+                copied += 1;
+            }
+        }
+        Ok(copied)
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for S3Store {
+    async fn get(&self, bucket: &str, key: &str, max_bytes: u64) -> Result<StoredObject, StoreError> {
+        let output =
+            self.client.get_object().bucket(bucket).key(key).send().await.map_err(|e| classify(e, bucket, key))?;
+        let size = output.content_length().unwrap_or(0).max(0) as u64;
+        if size > max_bytes {
+            return Err(StoreError::TooLarge { size, max: max_bytes });
+        }
+        let etag = output.e_tag().map(normalize_etag).unwrap_or_default();
+        let content_type = output.content_type().map(str::to_string);
+        let last_modified_ms = output.last_modified().and_then(|t| t.to_millis().ok());
+        let bytes = output
+            .body
+            .collect()
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("reading the body failed: {e}")))?
+            .into_bytes()
+            .to_vec();
+        Ok(StoredObject { size: bytes.len() as u64, bytes, etag, content_type, last_modified_ms })
+    }
+
+    async fn presign_get(&self, bucket: &str, key: &str, ttl: Duration) -> Result<PresignedUrl, StoreError> {
+        let start = SystemTime::now();
+        let config = PresigningConfig::builder()
+            .start_time(start)
+            .expires_in(ttl)
+            .build()
+            .map_err(|e| StoreError::Refused(format!("presigning config: {e}")))?;
+        let request = self
+            .client
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .presigned(config)
+            .await
+            .map_err(|e| StoreError::Refused(format!("presigning failed: {e}")))?;
+        Ok(PresignedUrl { url: request.uri().to_string(), expires_at: start + ttl })
+    }
+}
+
+/// Maps SDK failures to what the use cases act on: 404 not found, throttling/5xx/network transient, the rest refused.
+fn classify<E>(err: SdkError<E, HttpResponse>, bucket: &str, key: &str) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match &err {
+        SdkError::ServiceError(service) => {
+            let status = service.raw().status().as_u16();
+            let code = service.err().code().unwrap_or("Unknown");
+            let message = format!("{code} (HTTP {status}): {}", service.err().message().unwrap_or("no message"));
+            if code == "NoSuchKey" || code == "NotFound" || status == 404 {
+                StoreError::NotFound { bucket: bucket.into(), key: key.into() }
+            } else if status >= 500
+                || status == 429
+                || matches!(code, "SlowDown" | "Throttling" | "RequestTimeout" | "InternalError")
+            {
+                StoreError::Unavailable(message)
+            } else {
+                StoreError::Refused(message)
+            }
+        }
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            StoreError::Unavailable(error_chain(&err))
+        }
+        _ => StoreError::Refused(error_chain(&err)),
+    }
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut message = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
