@@ -1,10 +1,20 @@
-//! Fixtures and golden files shared by the integration tests in `tests/tests/`.
+//! Fixtures, golden files and the local stack's settings, shared by the integration tests in `tests/tests/`.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
+use shared::config::{IngestConfig, MilvusConfig, S3Config};
 use shared::embedder::onnx::RuntimeOptions;
 use shared::embedder::{ClipImageEncoder, ClipTextEncoder, ModelBundle};
+use shared::index::MilvusIndex;
+use shared::ingest::Ingestor;
+use shared::retry::RetryPolicy;
+use shared::search::Searcher;
+use shared::store::S3Store;
 
 /// `tests/fixtures/` of this repository.
 pub fn fixtures() -> PathBuf {
@@ -85,4 +95,145 @@ pub fn fixture_image(name: &str) -> Vec<u8> {
 
 pub fn bad_input(name: &str) -> Vec<u8> {
     std::fs::read(fixtures().join("bad").join(name)).unwrap_or_else(|e| panic!("bad input {name}: {e}"))
+}
+
+/// The running local stack (`bash scripts/stack up`), read from `.local/stack.env` or `$STACK_ENV`.
+pub struct Stack {
+    vars: HashMap<String, String>,
+}
+
+impl Stack {
+    /// Panics, saying how to start it, when the stack is not running: these tests never skip themselves.
+    pub fn load() -> Stack {
+        let path = std::env::var_os("STACK_ENV")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.local/stack.env"));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!(
+                "the local stack is not running ({}: {e}); start it with `bash scripts/stack up --detach --no-demo`",
+                path.display()
+            )
+        });
+        let vars = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+            .collect();
+        Stack { vars }
+    }
+
+    pub fn get(&self, name: &str) -> &str {
+        self.vars.get(name).unwrap_or_else(|| panic!("{name} missing from stack.env"))
+    }
+
+    /// AWS configuration for the stack's S3, without touching the process environment.
+    pub async fn aws(&self) -> aws_config::SdkConfig {
+        let credentials = aws_sdk_s3::config::Credentials::new(
+            self.get("AWS_ACCESS_KEY_ID"),
+            self.get("AWS_SECRET_ACCESS_KEY"),
+            None,
+            None,
+            "stack",
+        );
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new(self.get("AWS_REGION").to_string()))
+            .credentials_provider(credentials)
+            .endpoint_url(self.get("AWS_ENDPOINT_URL_S3"))
+            .load()
+            .await
+    }
+
+    pub async fn s3(&self) -> S3Store {
+        S3Store::from_sdk_config(&self.aws().await, &S3Config { force_path_style: true })
+    }
+
+    /// A Milvus index on a collection of its own.
+    pub async fn milvus(&self, collection: &str, dim: usize) -> MilvusIndex {
+        self.milvus_at(self.get("MILVUS_URI"), collection, dim).await
+    }
+
+    pub async fn milvus_at(&self, uri: &str, collection: &str, dim: usize) -> MilvusIndex {
+        let config = MilvusConfig {
+            uri: uri.to_string(),
+            token: Some(self.get("MILVUS_TOKEN").to_string()),
+            token_secret_arn: None,
+            collection: collection.to_string(),
+            timeout: Duration::from_secs(10),
+        };
+        MilvusIndex::new(&config, config.token.clone(), dim).await.expect("milvus client")
+    }
+
+    /// A new, empty bucket.
+    pub async fn bucket(&self, s3: &S3Store, prefix: &str) -> String {
+        let name = unique(prefix).replace('_', "-");
+        s3.client()
+            .create_bucket()
+            .bucket(&name)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("create bucket {name}: {e:?}"));
+        name
+    }
+}
+
+/// A name no other test (or earlier run) uses: `prefix_<ms>_<n>`.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() % 1_000_000_000;
+    format!("{prefix}_{ms}_{}", N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The ingest use case wired to the stack's S3, a fresh Milvus collection and the tiny model.
+pub fn ingestor(s3: &S3Store, index: Arc<MilvusIndex>) -> Ingestor {
+    Ingestor {
+        embedder: Arc::new(image_encoder()),
+        store: Arc::new(s3.clone()),
+        index,
+        config: IngestConfig { max_object_bytes: 50 * 1024 * 1024, retry_attempts: 2 },
+        retry: RetryPolicy::new(2),
+    }
+}
+
+pub fn searcher(s3: &S3Store, index: Arc<MilvusIndex>) -> Searcher {
+    Searcher {
+        embedder: Arc::new(text_encoder()),
+        collection: index.collection().to_string(),
+        index,
+        store: Arc::new(s3.clone()),
+        url_ttl: Duration::from_secs(900),
+        model_name: "tiny-clip".into(),
+    }
+}
+
+/// A committed S3 event with its bucket name replaced.
+pub fn s3_event(name: &str, bucket: &str) -> shared::ingest::S3Event {
+    let text = std::fs::read_to_string(fixtures().join("events").join(name)).expect("event fixture");
+    let mut event: serde_json::Value = serde_json::from_str(&text).expect("event JSON");
+    for record in event["Records"].as_array_mut().expect("Records") {
+        record["s3"]["bucket"]["name"] = serde_json::Value::String(bucket.to_string());
+        record["s3"]["bucket"]["arn"] = serde_json::Value::String(format!("arn:aws:s3:::{bucket}"));
+    }
+    serde_json::from_value(event).expect("a valid S3 event")
+}
+
+/// A committed API Gateway request, edited by `edit`.
+pub fn apigw_request(name: &str, edit: impl FnOnce(&mut serde_json::Value)) -> lambda_http::Request {
+    let text = std::fs::read_to_string(fixtures().join("apigw").join(name)).expect("request fixture");
+    let mut json: serde_json::Value = serde_json::from_str(&text).expect("request JSON");
+    edit(&mut json);
+    lambda_http::request::from_str(&json.to_string()).expect("a valid API Gateway request")
+}
+
+/// Puts `bytes` at `bucket/key`.
+pub async fn put(s3: &S3Store, bucket: &str, key: &str, bytes: Vec<u8>, content_type: &str) {
+    s3.client()
+        .put_object()
+        .bucket(bucket)
+        .key(key)
+        .content_type(content_type)
+        .body(bytes.into())
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("put {key}: {e:?}"));
 }

@@ -50,6 +50,15 @@ impl MilvusIndex {
         &self.collection
     }
 
+    /// Drops the collection and everything in it (tests and tools; the functions never call this).
+    pub async fn drop_collection(&self) -> Result<(), IndexError> {
+        let client = ClientV2::new(&self.connect).await.map_err(classify)?;
+        let request =
+            DropCollectionRequest::builder().collection_name(self.collection.as_str()).build().map_err(classify)?;
+        client.drop_collection(request).await.map_err(classify)?;
+        Ok(())
+    }
+
     async fn client(&self) -> Result<&ClientV2, IndexError> {
         self.client
             .get_or_try_init(|| async {

@@ -20,8 +20,12 @@ pub struct S3Store {
 impl S3Store {
     /// A client from the AWS environment, built once at init.
     pub async fn from_env(config: &S3Config) -> Self {
-        let shared = aws_config::load_from_env().await;
-        let s3 = aws_sdk_s3::config::Builder::from(&shared).force_path_style(config.force_path_style).build();
+        Self::from_sdk_config(&aws_config::load_from_env().await, config)
+    }
+
+    /// A client from an explicit AWS configuration (tools and tests).
+    pub fn from_sdk_config(shared: &aws_config::SdkConfig, config: &S3Config) -> Self {
+        let s3 = aws_sdk_s3::config::Builder::from(shared).force_path_style(config.force_path_style).build();
         S3Store { client: Client::from_conf(s3) }
     }
 
