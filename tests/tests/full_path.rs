@@ -21,10 +21,22 @@ impl Api {
 
     /// Every result of a k=100 search whose key is under `prefix`.
     async fn results_under(&self, prefix: &str) -> Vec<Value> {
-        let response = self.client.get(&self.search_url).query(&[("q", "a photo"), ("k", "100")]).send().await.expect("search answers");
+        let response = self
+            .client
+            .get(&self.search_url)
+            .query(&[("q", "a photo"), ("k", "100")])
+            .send()
+            .await
+            .expect("search answers");
         assert_eq!(response.status(), 200);
         let body: Value = response.json().await.unwrap();
-        body["results"].as_array().unwrap().iter().filter(|r| r["key"].as_str().unwrap().starts_with(prefix)).cloned().collect()
+        body["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["key"].as_str().unwrap().starts_with(prefix))
+            .cloned()
+            .collect()
     }
 
     /// Polls until `done` holds for the results under `prefix`, failing loudly after [`WAIT`].

@@ -16,7 +16,11 @@ async fn indexed_searcher(stack: &Stack) -> (Searcher, Arc<MilvusIndex>, String)
     let s3 = stack.s3().await;
     let bucket = stack.bucket(&s3, "search").await;
     let index = Arc::new(stack.milvus(&unique("t_search"), DIM).await);
-    for (key, file) in [("uploads/progressive.jpg", "progressive.jpg"), ("uploads/lossy.webp", "lossy.webp"), ("uploads/palette.png", "palette.png")] {
+    for (key, file) in [
+        ("uploads/progressive.jpg", "progressive.jpg"),
+        ("uploads/lossy.webp", "lossy.webp"),
+        ("uploads/palette.png", "palette.png"),
+    ] {
         put(&s3, &bucket, key, fixture_image(file), "image/jpeg").await;
     }
     let report = ingestor(&s3, index.clone()).handle_event(&s3_event("put-multi.json", &bucket)).await.unwrap();
@@ -49,7 +53,8 @@ fn with_query(json: &mut Value, params: &[(&str, &str)]) {
         json["rawQueryString"] = json!(raw.join("&"));
     }
     if json.get("multiValueQueryStringParameters").is_some() {
-        json["multiValueQueryStringParameters"] = params.iter().map(|(k, v)| (k.to_string(), json!([v]))).collect::<serde_json::Map<_, _>>().into();
+        json["multiValueQueryStringParameters"] =
+            params.iter().map(|(k, v)| (k.to_string(), json!([v]))).collect::<serde_json::Map<_, _>>().into();
     }
 }
 
@@ -67,7 +72,9 @@ async fn get_and_post_on_both_api_gateway_versions_return_ranked_results_with_wo
         let scores: Vec<f64> = results.iter().map(|r| r["score"].as_f64().unwrap()).collect();
         assert!(scores.windows(2).all(|w| w[0] >= w[1]), "ordered by score: {scores:?}");
         for r in results {
-            for field in ["key", "score", "url", "expires_at", "size", "content_type", "last_modified", "width", "height"] {
+            for field in
+                ["key", "score", "url", "expires_at", "size", "content_type", "last_modified", "width", "height"]
+            {
                 assert!(!r[field].is_null(), "{fixture}: {field} missing in {r}");
             }
         }
@@ -90,10 +97,12 @@ async fn get_and_post_on_both_api_gateway_versions_return_ranked_results_with_wo
 async fn k_defaults_to_ten_and_caps_at_what_is_indexed() {
     let stack = Stack::load();
     let (searcher, index, _) = indexed_searcher(&stack).await;
-    let (status, body, _) = call(&searcher, apigw_request("v2-get-search.json", |j| with_query(j, &[("q", "cat")]))).await;
+    let (status, body, _) =
+        call(&searcher, apigw_request("v2-get-search.json", |j| with_query(j, &[("q", "cat")]))).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["results"].as_array().unwrap().len(), 3, "fewer than k=10 are indexed");
-    let (status, _, _) = call(&searcher, apigw_request("v2-get-search.json", |j| with_query(j, &[("q", "cat"), ("k", "100")]))).await;
+    let (status, _, _) =
+        call(&searcher, apigw_request("v2-get-search.json", |j| with_query(j, &[("q", "cat"), ("k", "100")]))).await;
     assert_eq!(status, 200);
     index.drop_collection().await.unwrap();
 }
@@ -104,15 +113,50 @@ async fn bad_requests_get_a_json_400_that_says_what_to_fix() {
     let (searcher, index, _) = indexed_searcher(&stack).await;
     let long = "a".repeat(1001);
     let cases: Vec<(&str, Request, &str, &str)> = vec![
-        ("no q", apigw_request("v2-get-search.json", |j| with_query(j, &[("k", "3")])), "missing_query", "`q` is required"),
+        (
+            "no q",
+            apigw_request("v2-get-search.json", |j| with_query(j, &[("k", "3")])),
+            "missing_query",
+            "`q` is required",
+        ),
         ("empty q", apigw_request("v2-get-search.json", |j| with_query(j, &[("q", "   ")])), "empty_query", "empty"),
         ("long q", apigw_request("v2-get-search.json", |j| with_query(j, &[("q", &long)])), "query_too_long", "1000"),
-        ("k=0", apigw_request("v2-get-search.json", |j| with_query(j, &[("q", "cat"), ("k", "0")])), "invalid_k", "1 to 100"),
-        ("k=101", apigw_request("v1-get-search.json", |j| with_query(j, &[("q", "cat"), ("k", "101")])), "invalid_k", "1 to 100"),
-        ("k=abc", apigw_request("v2-get-search.json", |j| with_query(j, &[("q", "cat"), ("k", "abc")])), "invalid_k", "abc"),
-        ("bad JSON", apigw_request("v2-post-search.json", |j| j["body"] = json!("{\"q\": ")), "malformed_json", "not valid JSON"),
-        ("k as text in JSON", apigw_request("v1-post-search.json", |j| j["body"] = json!("{\"q\": \"cat\", \"k\": \"many\"}")), "invalid_k", "many"),
-        ("q not a string", apigw_request("v2-post-search.json", |j| j["body"] = json!("{\"q\": 42}")), "invalid_query", "string"),
+        (
+            "k=0",
+            apigw_request("v2-get-search.json", |j| with_query(j, &[("q", "cat"), ("k", "0")])),
+            "invalid_k",
+            "1 to 100",
+        ),
+        (
+            "k=101",
+            apigw_request("v1-get-search.json", |j| with_query(j, &[("q", "cat"), ("k", "101")])),
+            "invalid_k",
+            "1 to 100",
+        ),
+        (
+            "k=abc",
+            apigw_request("v2-get-search.json", |j| with_query(j, &[("q", "cat"), ("k", "abc")])),
+            "invalid_k",
+            "abc",
+        ),
+        (
+            "bad JSON",
+            apigw_request("v2-post-search.json", |j| j["body"] = json!("{\"q\": ")),
+            "malformed_json",
+            "not valid JSON",
+        ),
+        (
+            "k as text in JSON",
+            apigw_request("v1-post-search.json", |j| j["body"] = json!("{\"q\": \"cat\", \"k\": \"many\"}")),
+            "invalid_k",
+            "many",
+        ),
+        (
+            "q not a string",
+            apigw_request("v2-post-search.json", |j| j["body"] = json!("{\"q\": 42}")),
+            "invalid_query",
+            "string",
+        ),
         ("empty body", apigw_request("v2-post-search.json", |j| j["body"] = json!("")), "malformed_json", "empty"),
     ];
     for (name, request, code, hint) in cases {
