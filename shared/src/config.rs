@@ -26,6 +26,8 @@ pub struct Config {
     pub runtime: RuntimeOptions,
     /// Images whose header declares more pixels than this are refused before decoding.
     pub max_image_pixels: u64,
+    /// Decode large JPEGs at reduced scale (DCT scaling); `false` reproduces the reference exactly.
+    pub reduced_jpeg_decode: bool,
 }
 
 /// Where the vectors live.
@@ -123,6 +125,7 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
                 DEFAULT_MAX_IMAGE_PIXELS,
                 "a whole number of pixels, at least 1",
             )?,
+            reduced_jpeg_decode: self.flag("JPEG_REDUCED_DECODE", true)?,
         })
     }
 
@@ -171,18 +174,16 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
     }
 
     pub fn s3(&self) -> Result<S3Config, ConfigError> {
-        let force_path_style = match self.get("S3_FORCE_PATH_STYLE").as_deref() {
-            None | Some("false") | Some("0") => false,
-            Some("true") | Some("1") => true,
-            Some(other) => {
-                return Err(ConfigError::Invalid {
-                    name: "S3_FORCE_PATH_STYLE",
-                    value: other.to_string(),
-                    expected: "true or false",
-                })
-            }
-        };
-        Ok(S3Config { force_path_style })
+        Ok(S3Config { force_path_style: self.flag("S3_FORCE_PATH_STYLE", false)? })
+    }
+
+    fn flag(&self, name: &'static str, default: bool) -> Result<bool, ConfigError> {
+        match self.get(name).as_deref() {
+            None => Ok(default),
+            Some("true") | Some("1") => Ok(true),
+            Some("false") | Some("0") => Ok(false),
+            Some(other) => Err(ConfigError::Invalid { name, value: other.to_string(), expected: "true or false" }),
+        }
     }
 }
 

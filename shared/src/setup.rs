@@ -1,11 +1,13 @@
 //! Building the adapters once per Lambda container, from the environment. The binaries call
 //! these at init so warm invocations pay nothing for clients, sessions or model loading.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use crate::config::{Env, MilvusConfig};
-use crate::embedder::{ClipImageEncoder, ClipTextEncoder, ImageEmbedder, ModelBundle, ModelError, TextEmbedder};
+use crate::embedder::{
+    ClipImageEncoder, ClipTextEncoder, ImageEmbedder, ModelBundle, ModelError, TextEmbedder,
+    DEFAULT_JPEG_REDUCTION_MARGIN,
+};
 use crate::index::{IndexError, MilvusIndex};
 use crate::ingest::Ingestor;
 use crate::retry::RetryPolicy;
@@ -115,8 +117,11 @@ pub async fn ingestor_from_env() -> Result<Ingestor, SetupError> {
     let env = Env::process();
     let store = S3Store::from_env(&env.s3()?).await;
     let (bundle, config) = open_bundle(&env, &store, Tower::Visual).await?;
-    let embedder =
-        load_blocking(move || ClipImageEncoder::load(&bundle, &config.runtime, config.max_image_pixels)).await?;
+    let embedder = load_blocking(move || {
+        let margin = config.reduced_jpeg_decode.then_some(DEFAULT_JPEG_REDUCTION_MARGIN);
+        Ok(ClipImageEncoder::load(&bundle, &config.runtime, config.max_image_pixels)?.with_reduced_jpeg(margin))
+    })
+    .await?;
     let (index, _) = milvus(&env, embedder.dim()).await?;
     let ingest = env.ingest()?;
     Ok(Ingestor {
@@ -150,11 +155,6 @@ async fn load_blocking<T: Send + 'static>(
     load: impl FnOnce() -> Result<T, ModelError> + Send + 'static,
 ) -> Result<T, SetupError> {
     Ok(tokio::task::spawn_blocking(load).await.expect("model loading does not panic")?)
-}
-
-/// Shown when the model directory is the committed tiny test model.
-pub fn is_test_model(dir: &Path) -> bool {
-    dir.ends_with("tiny-clip")
 }
 
 #[cfg(test)]

@@ -127,17 +127,43 @@ pub fn sniff_format(bytes: &[u8]) -> Result<SupportedFormat, ImageError> {
 pub struct DecodedImage {
     pub rgb: RgbImage,
     pub format: SupportedFormat,
+    /// The image's own upright size (`rgb` is smaller when decoded at reduced scale).
+    pub width: u32,
+    pub height: u32,
 }
 
-/// Decodes `bytes` to upright RGB, refusing images above `max_pixels` before decoding them.
+/// Decodes `bytes` to upright RGB at full size, refusing images above `max_pixels` before decoding them.
 pub fn decode_rgb(bytes: &[u8], max_pixels: u64) -> Result<DecodedImage, ImageError> {
+    decode_rgb_reduced(bytes, max_pixels, None)
+}
+
+/// Like [`decode_rgb`], but a JPEG may be decoded at 1/2, 1/4 or 1/8 scale (libjpeg's DCT
+/// scaling, far cheaper than decoding every pixel and resizing) as long as its short side stays
+/// at least `min_short_side`. Other formats are always decoded at full size.
+pub fn decode_rgb_reduced(
+    bytes: &[u8],
+    max_pixels: u64,
+    min_short_side: Option<u32>,
+) -> Result<DecodedImage, ImageError> {
     let format = sniff_format(bytes)?;
-    let rgb = match format {
-        SupportedFormat::Jpeg => jpeg::decode(bytes, max_pixels)?,
-        other => decode_with_image(bytes, other, max_pixels)?,
+    let (rgb, (width, height)) = match format {
+        SupportedFormat::Jpeg => jpeg::decode(bytes, max_pixels, min_short_side)?,
+        other => {
+            let rgb = decode_with_image(bytes, other, max_pixels)?;
+            let size = rgb.dimensions();
+            (rgb, size)
+        }
     };
-    let rgb = apply_exif_orientation(bytes, rgb);
-    Ok(DecodedImage { rgb, format })
+    let (rgb, swapped) = apply_exif_orientation(bytes, rgb);
+    let (width, height) = if swapped { (height, width) } else { (width, height) };
+    Ok(DecodedImage { rgb, format, width, height })
+}
+
+/// The numerator n of libjpeg's n/8 output scale: the smallest of 1, 2, 4 that keeps the
+/// short side at least `min_short_side`, else 8 (full size).
+pub fn jpeg_scale_numerator(width: u32, height: u32, min_short_side: u32) -> u8 {
+    let short = width.min(height) as u64;
+    [1u8, 2, 4].into_iter().find(|&n| (short * n as u64).div_ceil(8) >= min_short_side as u64).unwrap_or(8)
 }
 
 fn check_pixels(width: u32, height: u32, max_pixels: u64) -> Result<(), ImageError> {
@@ -182,7 +208,8 @@ fn to_rgb8(image: DynamicImage) -> RgbImage {
 }
 
 /// Turns the image upright according to its EXIF orientation, as `ImageOps.exif_transpose` does.
-fn apply_exif_orientation(bytes: &[u8], rgb: RgbImage) -> RgbImage {
+/// Also says whether width and height were swapped.
+fn apply_exif_orientation(bytes: &[u8], rgb: RgbImage) -> (RgbImage, bool) {
     let orientation = exif::Reader::new()
         .read_from_container(&mut Cursor::new(bytes))
         .ok()
@@ -190,11 +217,18 @@ fn apply_exif_orientation(bytes: &[u8], rgb: RgbImage) -> RgbImage {
         .and_then(|v| u8::try_from(v).ok())
         .and_then(Orientation::from_exif);
     match orientation {
-        None | Some(Orientation::NoTransforms) => rgb,
+        None | Some(Orientation::NoTransforms) => (rgb, false),
         Some(orientation) => {
+            let swapped = matches!(
+                orientation,
+                Orientation::Rotate90
+                    | Orientation::Rotate270
+                    | Orientation::Rotate90FlipH
+                    | Orientation::Rotate270FlipH
+            );
             let mut image = DynamicImage::ImageRgb8(rgb);
             image.apply_orientation(orientation);
-            image.into_rgb8()
+            (image.into_rgb8(), swapped)
         }
     }
 }
@@ -208,9 +242,14 @@ mod jpeg {
 
     const FORMAT: &str = "JPEG";
 
-    pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, ImageError> {
+    /// The decoded pixels (reduced when `min_short_side` allows) and the full size.
+    pub fn decode(
+        bytes: &[u8],
+        max_pixels: u64,
+        min_short_side: Option<u32>,
+    ) -> Result<(RgbImage, (u32, u32)), ImageError> {
         // libjpeg reports fatal errors by unwinding out of the C code (mozjpeg's documented model).
-        match catch_unwind(AssertUnwindSafe(|| decode_unchecked(bytes, max_pixels))) {
+        match catch_unwind(AssertUnwindSafe(|| decode_unchecked(bytes, max_pixels, min_short_side))) {
             Ok(result) => result,
             Err(payload) => {
                 let message = payload
@@ -223,31 +262,44 @@ mod jpeg {
         }
     }
 
-    fn decode_unchecked(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, ImageError> {
+    fn decode_unchecked(
+        bytes: &[u8],
+        max_pixels: u64,
+        min_short_side: Option<u32>,
+    ) -> Result<(RgbImage, (u32, u32)), ImageError> {
         let corrupt = |e: std::io::Error| ImageError::Corrupt { format: FORMAT, message: e.to_string() };
-        let decompress = Decompress::with_err(strict_error_mgr())
+        let mut decompress = Decompress::with_err(strict_error_mgr())
             .with_markers(&[Marker::APP(14)])
             .from_mem(bytes)
             .map_err(corrupt)?;
-        let (width, height) = decompress.size();
-        check_pixels(width as u32, height as u32, max_pixels)?;
+        let (full_width, full_height) = (decompress.width() as u32, decompress.height() as u32);
+        check_pixels(full_width, full_height, max_pixels)?;
+        if let Some(min) = min_short_side {
+            let numerator = jpeg_scale_numerator(full_width, full_height, min);
+            if numerator < 8 {
+                decompress.scale(numerator);
+            }
+        }
         let adobe = decompress.markers().any(|m| m.marker == Marker::APP(14) && m.data.starts_with(b"Adobe"));
-        let pixels: Vec<u8> = match decompress.color_space() {
+        let (pixels, width, height): (Vec<u8>, usize, usize) = match decompress.color_space() {
             ColorSpace::JCS_CMYK | ColorSpace::JCS_YCCK => {
                 let mut started = decompress.to_colorspace(ColorSpace::JCS_CMYK).map_err(corrupt)?;
+                let (w, h) = (started.width(), started.height());
                 let cmyk: Vec<u8> = started.read_scanlines().map_err(corrupt)?;
                 started.finish().map_err(corrupt)?;
-                cmyk_to_rgb(&cmyk, adobe)
+                (cmyk_to_rgb(&cmyk, adobe), w, h)
             }
             _ => {
                 let mut started = decompress.rgb().map_err(corrupt)?;
+                let (w, h) = (started.width(), started.height());
                 let rgb: Vec<u8> = started.read_scanlines().map_err(corrupt)?;
                 started.finish().map_err(corrupt)?;
-                rgb
+                (rgb, w, h)
             }
         };
-        RgbImage::from_raw(width as u32, height as u32, pixels)
-            .ok_or_else(|| ImageError::Corrupt { format: FORMAT, message: "decoder returned a short buffer".into() })
+        let rgb = RgbImage::from_raw(width as u32, height as u32, pixels)
+            .ok_or_else(|| ImageError::Corrupt { format: FORMAT, message: "decoder returned a short buffer".into() })?;
+        Ok((rgb, (full_width, full_height)))
     }
 
     /// Pillow: Adobe files store CMYK inverted ("CMYK;I"); then R = (255-C)(255-K)/255 with its rounding.
@@ -330,6 +382,14 @@ mod tests {
             sniff_format(b"\0\0\0\x18ftypheic\0\0\0\0mif1heic"),
             Err(ImageError::UnsupportedFormat { format: "HEIC/HEIF" })
         );
+    }
+
+    #[test]
+    fn dct_scale_keeps_the_short_side_above_the_minimum() {
+        assert_eq!(jpeg_scale_numerator(4032, 3024, 448), 2); // 1008 x 756
+        assert_eq!(jpeg_scale_numerator(4032, 3024, 378), 1); // 504 x 378
+        assert_eq!(jpeg_scale_numerator(1024, 683, 448), 8); // 683 / 2 < 448: full size
+        assert_eq!(jpeg_scale_numerator(2000, 300, 224), 8);
     }
 
     #[test]

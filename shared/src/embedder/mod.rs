@@ -11,7 +11,7 @@ pub mod resample;
 pub mod tokenize;
 
 pub use bundle::{ModelBundle, ModelConfig, ModelError, PreprocessConfig};
-pub use clip::{ClipImageEncoder, ClipTextEncoder, ImageInputLayout, PreparedImage};
+pub use clip::{ClipImageEncoder, ClipTextEncoder, ImageInputLayout, PreparedImage, DEFAULT_JPEG_REDUCTION_MARGIN};
 pub use decode::{DecodedImage, ImageError, SupportedFormat};
 pub use tokenize::{TextError, Tokens};
 

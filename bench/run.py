@@ -1,0 +1,164 @@
+"""Runs the benchmark side by side and writes bench/results/report.{json,md}.
+
+Called by scripts/bench (which builds the binaries and prepares the model, inputs and venv).
+Every timing is a median over repeated runs with min-max; ratios compare numbers from this
+one run, on the same model, inputs and thread count. Nothing here asserts a speed.
+"""
+
+import argparse
+import io
+import json
+import os
+import platform
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(cmd):
+    """Runs a command, returns (parsed JSON stdout, peak RSS in MB of that process)."""
+    proc = subprocess.Popen([str(c) for c in cmd], stdout=subprocess.PIPE, text=True)
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    if status != 0:
+        sys.exit(f"benchmark step failed: {' '.join(map(str, cmd))}")
+    return json.loads(out), usage.ru_maxrss / 1024.0
+
+
+def zipped_size(path):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.write(path, "bootstrap")
+    return buf.tell()
+
+
+def machine():
+    cpu = "unknown"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem, 1), "os": platform.platform()}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--label", required=True)
+    ap.add_argument("--model", type=Path, required=True)
+    ap.add_argument("--inputs", type=Path, required=True)
+    ap.add_argument("--threads", type=int, required=True)
+    ap.add_argument("--iters", type=int, required=True)
+    ap.add_argument("--python", required=True)
+    ap.add_argument("--bench-bin", required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    a = ap.parse_args()
+    common = [a.model, a.threads, a.iters]
+    ref = [a.python, ROOT / "bench" / "python_ref.py"]
+    report = {"label": a.label, "model": a.model.name, "threads": a.threads, "iterations": a.iters, "machine": machine()}
+
+    images = {}
+    for name in ("photo512", "jpeg12mp", "png1080"):
+        files = sorted(str(p) for p in (a.inputs / name).iterdir())
+        print(f"images: {name} ({len(files)} files)", file=sys.stderr)
+        rust, rust_rss = run([a.bench_bin, "images", *common, *files])
+        full, _ = run([a.bench_bin, "images-full-decode", *common, *files])
+        rust["batch8_full_decode"] = full["batch8"]
+        py, py_rss = run([*ref, "images", *common, *files])
+        images[name] = {"files": len(files), "rust": rust, "python": py, "rust_peak_rss_mb": rust_rss, "python_peak_rss_mb": py_rss}
+    report["images"] = images
+
+    queries = ROOT / ".local" / "bench" / "queries.txt"
+    queries.parent.mkdir(parents=True, exist_ok=True)
+    golden = json.loads((ROOT / "tests" / "fixtures" / "golden" / "texts.json").read_text())
+    queries.write_text("\n".join(" ".join(t["text"].split()) for t in golden["texts"]) + "\n")
+    print("texts", file=sys.stderr)
+    rust_text, rust_text_rss = run([a.bench_bin, "texts", *common, queries])
+    py_text, _ = run([*ref, "texts", *common, queries])
+    report["texts"] = {"queries": len(golden["texts"]), "rust": rust_text, "python": py_text, "rust_peak_rss_mb": rust_text_rss}
+    print("bare onnxruntime", file=sys.stderr)
+    report["bare"], _ = run([a.bench_bin, "bare", *common])
+    print("init", file=sys.stderr)
+    report["init"], _ = run([a.bench_bin, "init", *common])
+
+    model_bytes = {t: (a.model / t / "model.onnx").stat().st_size for t in ("visual", "textual")}
+    release = ROOT / "target" / "release"
+    report["sizes"] = {
+        "model_mb": {t: round(b / 2**20, 1) for t, b in model_bytes.items()},
+        "binary_mb": {f: round((release / f).stat().st_size / 2**20, 1) for f in ("ingest", "search")},
+        "zip_mb": {f: round(zipped_size(release / f) / 2**20, 1) for f in ("ingest", "search")},
+    }
+
+    med = lambda x: x["median_ms"]
+    ratios = {}
+    for name, r in images.items():
+        for b in ("batch1", "batch8"):
+            ratios[f"image {name} {b}: speed-up over Python"] = med(r["python"][b]) / med(r["rust"][b])
+    b8 = images["photo512"]["rust"]["batch8"]
+    ratios["image photo512 batch8: time over bare ORT"] = med(b8) / med(report["bare"]["image_batch8"])
+    ratios["image jpeg12mp batch8: time over bare ORT"] = med(images["jpeg12mp"]["rust"]["batch8"]) / med(report["bare"]["image_batch8"])
+    ratios["image jpeg12mp batch8: reduced JPEG decode speed-up"] = med(images["jpeg12mp"]["rust"]["batch8_full_decode"]) / med(images["jpeg12mp"]["rust"]["batch8"])
+    ratios["text: speed-up over Python"] = med(py_text["batch1"]) / med(rust_text["batch1"])
+    ratios["text: time over bare ORT"] = med(rust_text["batch1"]) / med(report["bare"]["text_batch1"])
+    ratios["init image tower: over bare session"] = med(report["init"]["image_tower_load"]) / med(report["init"]["bare_session_image"])
+    ratios["init text tower: over bare session"] = med(report["init"]["text_tower_load"]) / med(report["init"]["bare_session_text"])
+    budget = model_bytes["visual"] / 2**20 + 100
+    ratios["peak RSS image path (jpeg12mp) over visual model + 100 MB"] = images["jpeg12mp"]["rust_peak_rss_mb"] / budget
+    report["ratios"] = {k: round(v, 3) for k, v in ratios.items()}
+
+    a.out.mkdir(parents=True, exist_ok=True)
+    (a.out / f"report-{a.label}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (a.out / f"report-{a.label}.md").write_text(markdown(report))
+    print(markdown(report))
+
+
+def markdown(r):
+    fmt = lambda s: f"{s['median_ms']:.2f} ({s['min_ms']:.2f}–{s['max_ms']:.2f})"
+    m = r["machine"]
+    lines = [
+        f"# Benchmark: {r['label']} ({r['model']}, {r['threads']} threads, {r['iterations']} runs each)",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, {m['os']}.",
+        "",
+        "## Ratios (this run)",
+        "",
+        "| comparison | ratio |",
+        "|---|---|",
+    ]
+    lines += [f"| {k} | {v:.2f}× |" for k, v in r["ratios"].items()]
+    lines += ["", "## Image path, ms per image: median (min–max)", "",
+              "| inputs | Rust batch 1 | Rust batch 8 | Rust batch 8, full JPEG decode | Python batch 1 | Python batch 8 | Rust decode+preprocess | Python decode+preprocess | peak RSS Rust / Python (MB) |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for name, x in r["images"].items():
+        rs, py = x["rust"], x["python"]
+        lines.append(f"| {name} ({x['files']}) | {fmt(rs['batch1'])} | {fmt(rs['batch8'])} | {fmt(rs['batch8_full_decode'])} | {fmt(py['batch1'])} | {fmt(py['batch8'])} | {fmt(rs['prepare_only'])} | {fmt(py['prepare_only'])} | {x['rust_peak_rss_mb']:.0f} / {x['python_peak_rss_mb']:.0f} |")
+    b = r["bare"]
+    lines += ["", "## Bare ONNX Runtime (pre-made inputs), ms per item", "",
+              "| tower | batch 1 | batch 8 |", "|---|---|---|",
+              f"| image | {fmt(b['image_batch1'])} | {fmt(b['image_batch8'])} |",
+              f"| text | {fmt(b['text_batch1'])} | {fmt(b['text_batch8'])} |"]
+    t = r["texts"]
+    lines += ["", f"## Text path ({t['queries']} queries), ms per query", "",
+              "| | tokenize + infer | tokenize only |", "|---|---|---|",
+              f"| Rust | {fmt(t['rust']['batch1'])} | {fmt(t['rust']['tokenize_only'])} |",
+              f"| Python | {fmt(t['python']['batch1'])} | {fmt(t['python']['tokenize_only'])} |"]
+    i = r["init"]
+    lines += ["", "## Init, ms", "", "| | image | text |", "|---|---|---|",
+              f"| bare session creation | {fmt(i['bare_session_image'])} | {fmt(i['bare_session_text'])} |",
+              f"| tower load (config, tokenizer, session, checks) | {fmt(i['image_tower_load'])} | {fmt(i['text_tower_load'])} |"]
+    s = r["sizes"]
+    lines += ["", "## Sizes, MB", "", "| | ingest | search |", "|---|---|---|",
+              f"| release binary | {s['binary_mb']['ingest']} | {s['binary_mb']['search']} |",
+              f"| zipped | {s['zip_mb']['ingest']} | {s['zip_mb']['search']} |",
+              f"| model tower | {s['model_mb']['visual']} | {s['model_mb']['textual']} |", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,171 @@
+//! `clip-bench`: times this project's embedder and bare ONNX Runtime on the same model, inputs
+//! and thread count, and prints one JSON object. `scripts/bench` runs it beside the Python
+//! reference (`bench/python_ref.py`) and writes the report; timings are never asserted.
+//!
+//! clip-bench images  MODEL_DIR THREADS ITERS FILE...   project image path, batch 1 and 8
+//! clip-bench images-full-decode ...                    the same with JPEGs decoded at full size
+//! clip-bench texts   MODEL_DIR THREADS ITERS QUERIES   project text path (QUERIES: one per line)
+//! clip-bench bare    MODEL_DIR THREADS ITERS           bare ORT: pre-made tensors / token ids, batch 1 and 8
+//! clip-bench init    MODEL_DIR THREADS ITERS           session creation: bare ORT vs each tower's loader
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use std::borrow::Cow;
+
+use ort::session::{Session, SessionInputValue};
+use ort::value::{DynValue, Tensor, TensorElementType, ValueType};
+use serde_json::{json, Value};
+use shared::embedder::onnx::{build_session, RuntimeOptions};
+use shared::embedder::{ClipImageEncoder, ClipTextEncoder, ImageEmbedder, ModelBundle, TextEmbedder};
+
+/// Median, min and max of repeated measurements, in milliseconds.
+fn stats(mut samples: Vec<f64>) -> Value {
+    samples.sort_by(f64::total_cmp);
+    let n = samples.len();
+    let median = if n % 2 == 1 { samples[n / 2] } else { (samples[n / 2 - 1] + samples[n / 2]) / 2.0 };
+    json!({"median_ms": median, "min_ms": samples[0], "max_ms": samples[n - 1], "runs": n})
+}
+
+/// Runs `f` `iters` times after one warm-up run; returns per-run milliseconds divided by `per`.
+fn time(iters: usize, per: usize, mut f: impl FnMut()) -> Value {
+    f();
+    let samples = (0..iters)
+        .map(|_| {
+            let start = Instant::now();
+            f();
+            start.elapsed().as_secs_f64() * 1000.0 / per as f64
+        })
+        .collect();
+    stats(samples)
+}
+
+fn runtime(threads: usize) -> RuntimeOptions {
+    RuntimeOptions { dylib_path: std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from), intra_threads: Some(threads) }
+}
+
+/// `full_decode`: decode every JPEG at full size (the reference's way) instead of DCT-scaled.
+fn images(model: &ModelBundle, threads: usize, iters: usize, files: &[String], full_decode: bool) -> Value {
+    let margin = (!full_decode).then_some(shared::embedder::DEFAULT_JPEG_REDUCTION_MARGIN);
+    let encoder =
+        ClipImageEncoder::load(model, &runtime(threads), 200_000_000).expect("visual tower").with_reduced_jpeg(margin);
+    let mut out = json!({});
+    for batch in [1usize, 8] {
+        let chunks: Vec<&[String]> = files.chunks(batch).collect();
+        out[format!("batch{batch}")] = time(iters, files.len(), || {
+            for chunk in &chunks {
+                // read bytes → decode → preprocess → infer, as ingest does after GetObject.
+                let bytes: Vec<Vec<u8>> = chunk.iter().map(|f| std::fs::read(f).expect("input")).collect();
+                let refs: Vec<&[u8]> = bytes.iter().map(Vec::as_slice).collect();
+                for r in encoder.embed_images(&refs).expect("inference") {
+                    r.expect("decodable input");
+                }
+            }
+        });
+    }
+    // Where the time goes, per image at batch 1: decode+preprocess alone.
+    out["prepare_only"] = time(iters, files.len(), || {
+        for f in files {
+            encoder.prepare(&std::fs::read(f).unwrap()).unwrap();
+        }
+    });
+    out
+}
+
+fn texts(model: &ModelBundle, threads: usize, iters: usize, queries: &[String]) -> Value {
+    let encoder = ClipTextEncoder::load(model, &runtime(threads)).expect("text tower");
+    let mut out = json!({});
+    out["batch1"] = time(iters, queries.len(), || {
+        for q in queries {
+            encoder.embed_text(q).unwrap();
+        }
+    });
+    out["tokenize_only"] = time(iters, queries.len(), || {
+        for q in queries {
+            encoder.tokenize(q).unwrap();
+        }
+    });
+    out
+}
+
+/// A zero tensor of the model's input type and `batch` rows.
+fn feed(session: &Session, batch: usize, image_hw: (usize, usize), context: usize) -> Vec<(String, DynValue)> {
+    session
+        .inputs()
+        .iter()
+        .map(|input| {
+            let ValueType::Tensor { ty, shape, .. } = input.dtype() else { panic!("tensor input") };
+            let value: DynValue = match (ty, shape.len()) {
+                (TensorElementType::Float32, 4) => Tensor::from_array((
+                    [batch, 3, image_hw.0, image_hw.1],
+                    vec![0.1f32; batch * 3 * image_hw.0 * image_hw.1],
+                ))
+                .unwrap()
+                .into_dyn(),
+                (TensorElementType::Uint8, 4) => Tensor::from_array((
+                    [batch, image_hw.0, image_hw.1, 3],
+                    vec![128u8; batch * 3 * image_hw.0 * image_hw.1],
+                ))
+                .unwrap()
+                .into_dyn(),
+                (TensorElementType::Int32, _) => {
+                    let mut ids = vec![49407i32; batch * context];
+                    ids.iter_mut().step_by(context).for_each(|v| *v = 49406);
+                    Tensor::from_array(([batch, context], ids)).unwrap().into_dyn()
+                }
+                _ => Tensor::from_array(([batch, context], vec![1i64; batch * context])).unwrap().into_dyn(),
+            };
+            (input.name().to_string(), value)
+        })
+        .collect()
+}
+
+fn bare(model: &ModelBundle, threads: usize, iters: usize) -> Value {
+    let cfg = model.preprocess_config().expect("preprocess config");
+    let context = model.model_config().expect("config").context_length;
+    let mut out = json!({});
+    for (tower, path) in [("image", model.visual_model_path()), ("text", model.textual_model_path())] {
+        let mut session = build_session(&path, &runtime(threads)).expect("session");
+        for batch in [1usize, 8] {
+            let inputs = feed(&session, batch, (cfg.height as usize, cfg.width as usize), context);
+            out[format!("{tower}_batch{batch}")] = time(iters, batch, || {
+                let feed: Vec<(Cow<str>, SessionInputValue)> =
+                    inputs.iter().map(|(n, v)| (Cow::from(n.as_str()), SessionInputValue::from(v))).collect();
+                session.run(feed).unwrap();
+            });
+        }
+    }
+    out
+}
+
+fn init(model: &ModelBundle, threads: usize, iters: usize) -> Value {
+    let rt = runtime(threads);
+    json!({
+        "bare_session_image": time(iters, 1, || { build_session(&model.visual_model_path(), &rt).unwrap(); }),
+        "bare_session_text": time(iters, 1, || { build_session(&model.textual_model_path(), &rt).unwrap(); }),
+        "image_tower_load": time(iters, 1, || { ClipImageEncoder::load(model, &rt, 1).unwrap(); }),
+        "text_tower_load": time(iters, 1, || { ClipTextEncoder::load(model, &rt).unwrap(); }),
+    })
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let usage =
+        "usage: clip-bench images|images-full-decode|texts|bare|init MODEL_DIR THREADS ITERS [FILES...|QUERIES]";
+    let [command, model, threads, iters, rest @ ..] = args.as_slice() else { panic!("{usage}") };
+    let model = ModelBundle::open(model).expect("model bundle");
+    let threads: usize = threads.parse().expect(usage);
+    let iters: usize = iters.parse().expect(usage);
+    let result = match command.as_str() {
+        "images" => images(&model, threads, iters, rest, false),
+        "images-full-decode" => images(&model, threads, iters, rest, true),
+        "texts" => {
+            let queries: Vec<String> = std::fs::read_to_string(&rest[0]).unwrap().lines().map(str::to_string).collect();
+            texts(&model, threads, iters, &queries)
+        }
+        "bare" => bare(&model, threads, iters),
+        "init" => init(&model, threads, iters),
+        _ => panic!("{usage}"),
+    };
+    println!("{result}");
+}
