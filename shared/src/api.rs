@@ -1,17 +1,42 @@
 //! The search HTTP API behind API Gateway (HTTP API v2 or REST v1, via `lambda_http`):
 //! routing, request validation, and turning use-case errors into JSON responses.
 //!
-//! `GET /search?q=TEXT&k=N`, `POST /search {"q": "...", "k": N}`, `GET /health`.
+//! `GET /` (the web page), `GET /openapi.json`, `GET /health`, and `GET /search?q=TEXT&k=N`
+//! or `POST /search {"q": "...", "k": N}` with the parameters in [`PARAMETERS`].
 //! Errors are `{"error": {"code", "message"}}` with a message that says what to fix;
 //! server-side failures add a `request_id` and never carry internal details.
 
 use lambda_http::http::{Method, StatusCode};
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use crate::index::IndexError;
-use crate::search::{SearchError, SearchRequest, Searcher, DEFAULT_K, MAX_K, MAX_QUERY_CHARS};
+use crate::search::{
+    Filters, SearchBy, SearchError, SearchRequest, Searcher, DEFAULT_K, MAX_K, MAX_KEY_BYTES, MAX_QUERY_CHARS,
+};
+
+/// The OpenAPI 3.1 description of this API, served at `/openapi.json`.
+pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
+/// The search page, self-contained (no CDN), served at `/`.
+pub const PAGE_HTML: &str = include_str!("../web/index.html");
+/// The page loads thumbnails from S3 and talks only to this API.
+const PAGE_CSP: &str = "default-src 'none'; img-src https: http: data:; style-src 'unsafe-inline'; \
+                        script-src 'unsafe-inline'; connect-src 'self'; base-uri 'none'; form-action 'self'";
+
+/// Every `/search` parameter; anything else is refused, so a typo is not silently ignored.
+pub const PARAMETERS: [&str; 10] = [
+    "q",
+    "similar_to",
+    "k",
+    "min_score",
+    "prefix",
+    "content_type",
+    "uploaded_after",
+    "uploaded_before",
+    "cursor",
+    "dedup",
+];
 
 /// An error response: status, machine-readable code and a message for people.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,58 +57,79 @@ pub async fn handle(searcher: &Searcher, request: Request) -> Response<Body> {
     let request_id = request.lambda_context_ref().map(|c| c.request_id.clone()).unwrap_or_default();
     let path = request.raw_http_path().to_string();
     let route = path.trim_end_matches('/').rsplit('/').next().unwrap_or_default().to_string();
-    match (route.as_str(), request.method()) {
-        ("search", &Method::GET) | ("search", &Method::POST) => {
-            let parsed = if request.method() == Method::GET { from_query(&request) } else { from_json(request.body()) };
-            match parsed {
-                Err(e) => error_response(&e, None),
-                Ok(search) => match searcher.search(&search).await {
-                    Ok(response) => json_response(StatusCode::OK, &response),
-                    Err(e) => {
-                        let api = classify(&e);
-                        if api.status.is_server_error() {
-                            tracing::error!(request_id = %request_id, error = %e, "search failed");
-                            error_response(&api, Some(&request_id))
-                        } else {
-                            error_response(&api, None)
-                        }
-                    }
-                },
-            }
+    let allowed = match route.as_str() {
+        "search" => "GET, POST",
+        "" | "index.html" | "openapi.json" | "health" => "GET, HEAD",
+        _ => {
+            let message = format!(
+                "no such path {path:?}; the API has GET / (the page), GET /openapi.json, GET /health and GET/POST /search"
+            );
+            return error_response(&ApiError { status: StatusCode::NOT_FOUND, code: "not_found", message }, None);
         }
-        ("health", &Method::GET) => {
+    };
+    let method = request.method().clone();
+    if !allowed.split(", ").any(|m| m == method.as_str()) {
+        let error = ApiError {
+            status: StatusCode::METHOD_NOT_ALLOWED,
+            code: "method_not_allowed",
+            message: format!("{method} is not allowed on /{route}; use {allowed}"),
+        };
+        let mut response = error_response(&error, None);
+        response.headers_mut().insert("allow", allowed.parse().expect("static header value"));
+        return response;
+    }
+    let response = match route.as_str() {
+        "search" => search(searcher, &request, &request_id).await,
+        "health" => {
             let health = searcher.health().await;
             let status = if health.milvus.ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
             json_response(status, &health)
         }
-        ("search", _) | ("health", _) => {
-            let allow = if route == "search" { "GET, POST" } else { "GET" };
-            let error = ApiError {
-                status: StatusCode::METHOD_NOT_ALLOWED,
-                code: "method_not_allowed",
-                message: format!("{} is not allowed on /{route}; use {allow}", request.method()),
-            };
-            let mut response = error_response(&error, None);
-            response.headers_mut().insert("allow", allow.parse().expect("static header value"));
-            response
+        "openapi.json" => text_response("application/json", OPENAPI_JSON),
+        _ => {
+            let mut page = text_response("text/html; charset=utf-8", PAGE_HTML);
+            page.headers_mut().insert("content-security-policy", PAGE_CSP.parse().expect("static header value"));
+            page
         }
-        _ => error_response(
-            &ApiError {
-                status: StatusCode::NOT_FOUND,
-                code: "not_found",
-                message: format!("no such path {path:?}; the API has GET/POST /search and GET /health"),
-            },
-            None,
-        ),
+    };
+    if method == Method::HEAD {
+        let (parts, _) = response.into_parts();
+        return Response::from_parts(parts, Body::Empty);
+    }
+    response
+}
+
+async fn search(searcher: &Searcher, request: &Request, request_id: &str) -> Response<Body> {
+    let params = if request.method() == Method::POST { from_json(request.body()) } else { Ok(from_query(request)) };
+    let parsed = params.and_then(validate);
+    let search = match parsed {
+        Ok(search) => search,
+        Err(e) => return error_response(&e, None),
+    };
+    match searcher.search(&search).await {
+        Ok(response) => json_response(StatusCode::OK, &response),
+        Err(e) => {
+            let api = classify(&e);
+            if api.status.is_server_error() {
+                tracing::error!(request_id = %request_id, error = %e, "search failed");
+                error_response(&api, Some(request_id))
+            } else {
+                error_response(&api, None)
+            }
+        }
     }
 }
 
-fn from_query(request: &Request) -> Result<SearchRequest, ApiError> {
+/// Query-string parameters as JSON strings (the first value of a repeated one).
+fn from_query(request: &Request) -> Map<String, Value> {
     let params = request.query_string_parameters();
-    validate(params.first("q").map(str::to_string), params.first("k").map(|k| Value::String(k.to_string())))
+    params
+        .iter()
+        .map(|(name, _)| (name.to_string(), Value::String(params.first(name).unwrap_or("").to_string())))
+        .collect()
 }
 
-fn from_json(body: &Body) -> Result<SearchRequest, ApiError> {
+fn from_json(body: &Body) -> Result<Map<String, Value>, ApiError> {
     let bytes: &[u8] = body.as_ref();
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::bad_request(
@@ -97,27 +143,118 @@ fn from_json(body: &Body) -> Result<SearchRequest, ApiError> {
             format!("the request body is not valid JSON ({e}); send {{\"q\": \"red bicycle\", \"k\": 10}}"),
         )
     })?;
-    let Value::Object(mut object) = value else {
+    let Value::Object(object) = value else {
         return Err(ApiError::bad_request(
             "malformed_json",
             "the request body must be a JSON object like {\"q\": \"red bicycle\"}",
         ));
     };
-    let q = match object.remove("q") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(q)) => Some(q),
-        Some(other) => {
-            return Err(ApiError::bad_request("invalid_query", format!("`q` must be a string, got {other}")))
-        }
-    };
-    validate(q, object.remove("k").filter(|k| !k.is_null()))
+    Ok(object.into_iter().filter(|(_, v)| !v.is_null()).collect())
 }
 
-/// The rules for `q` and `k`, shared by GET and POST.
-fn validate(q: Option<String>, k: Option<Value>) -> Result<SearchRequest, ApiError> {
-    let q = q.ok_or_else(|| {
-        ApiError::bad_request("missing_query", "`q` is required: the text to search for, e.g. /search?q=red+bicycle")
-    })?;
+/// The rules for every parameter, shared by GET and POST. Optional parameters given as ""
+/// count as absent, so an HTML form can send its empty fields.
+fn validate(mut params: Map<String, Value>) -> Result<SearchRequest, ApiError> {
+    if let Some(unknown) = params.keys().find(|name| !PARAMETERS.contains(&name.as_str())) {
+        return Err(ApiError::bad_request(
+            "unknown_parameter",
+            format!("unknown parameter {unknown:?}; /search takes {}", PARAMETERS.join(", ")),
+        ));
+    }
+    let by = match (params.remove("q"), optional_text(&mut params, "similar_to")?) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "conflicting_parameters",
+                "give either `q` (search by text) or `similar_to` (search by an image), not both",
+            ))
+        }
+        (None, None) => {
+            return Err(ApiError::bad_request(
+                "missing_query",
+                "`q` is required: the text to search for, e.g. /search?q=red+bicycle (or `similar_to=KEY` for images like KEY)",
+            ))
+        }
+        (Some(q), None) => SearchBy::Text(validate_q(q)?),
+        (None, Some(key)) if key.len() > MAX_KEY_BYTES => {
+            return Err(ApiError::bad_request(
+                "invalid_similar_to",
+                format!("`similar_to` is {} bytes; S3 keys have at most {MAX_KEY_BYTES}", key.len()),
+            ))
+        }
+        (None, Some(key)) => SearchBy::SimilarTo(key),
+    };
+    let k = validate_k(params.remove("k"))?;
+    let min_score = match params.remove("min_score").filter(|v| v != "") {
+        None => None,
+        Some(value) => match number(&value) {
+            Some(score) if (-1.0..=1.0).contains(&score) => Some(score as f32),
+            _ => {
+                return Err(ApiError::bad_request(
+                    "invalid_min_score",
+                    format!(
+                        "`min_score` must be a number from -1 to 1 (scores are cosine similarities); got {}",
+                        shown(&value)
+                    ),
+                ))
+            }
+        },
+    };
+    let prefix = optional_text(&mut params, "prefix")?;
+    if let Some(prefix) = prefix.as_ref().filter(|p| p.len() > MAX_KEY_BYTES) {
+        return Err(ApiError::bad_request(
+            "invalid_prefix",
+            format!("`prefix` is {} bytes; S3 keys have at most {MAX_KEY_BYTES}", prefix.len()),
+        ));
+    }
+    let content_type = optional_text(&mut params, "content_type")?.map(|c| c.to_ascii_lowercase());
+    if let Some(content_type) = content_type.as_ref().filter(|c| !is_mime_type(c)) {
+        return Err(ApiError::bad_request(
+            "invalid_content_type",
+            format!("`content_type` must be a MIME type like image/jpeg; got {content_type:?}"),
+        ));
+    }
+    let uploaded_after_ms = time(&mut params, "uploaded_after")?;
+    let uploaded_before_ms = time(&mut params, "uploaded_before")?;
+    if let (Some(after), Some(before)) = (uploaded_after_ms, uploaded_before_ms) {
+        if after >= before {
+            return Err(ApiError::bad_request(
+                "invalid_time_range",
+                "`uploaded_after` must be earlier than `uploaded_before`",
+            ));
+        }
+    }
+    let dedup = match params.remove("dedup") {
+        None => false,
+        Some(Value::Bool(b)) => b,
+        Some(Value::String(s)) if s.is_empty() => false,
+        Some(Value::String(s)) if ["true", "1"].contains(&s.to_ascii_lowercase().as_str()) => true,
+        Some(Value::String(s)) if ["false", "0"].contains(&s.to_ascii_lowercase().as_str()) => false,
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "invalid_dedup",
+                format!("`dedup` must be true or false; got {}", shown(&other)),
+            ))
+        }
+    };
+    let mut search = SearchRequest {
+        by,
+        k,
+        min_score,
+        filters: Filters { prefix, content_type, uploaded_after_ms, uploaded_before_ms },
+        dedup,
+        offset: 0,
+    };
+    if let Some(cursor) = optional_text(&mut params, "cursor")? {
+        search.offset =
+            search.offset_from_cursor(&cursor).map_err(|e| ApiError::bad_request("invalid_cursor", e.to_string()))?;
+    }
+    Ok(search)
+}
+
+fn validate_q(q: Value) -> Result<String, ApiError> {
+    let Value::String(q) = q else {
+        return Err(ApiError::bad_request("invalid_query", format!("`q` must be a string, got {q}")));
+    };
     if q.trim().is_empty() {
         return Err(ApiError::bad_request("empty_query", "`q` is empty; give a few words describing the picture"));
     }
@@ -128,35 +265,90 @@ fn validate(q: Option<String>, k: Option<Value>) -> Result<SearchRequest, ApiErr
             format!("`q` is {chars} characters; the limit is {MAX_QUERY_CHARS}"),
         ));
     }
-    let k = match k {
-        None => DEFAULT_K,
-        Some(value) => {
-            let parsed = match &value {
-                Value::Number(n) => n.as_u64(),
-                Value::String(s) => s.trim().parse::<u64>().ok(),
-                _ => None,
-            };
-            match parsed {
-                Some(k) if (1..=MAX_K as u64).contains(&k) => k as usize,
-                _ => {
-                    let shown = match &value {
-                        Value::String(s) => s.clone(),
-                        other => other.to_string(),
-                    };
-                    return Err(ApiError::bad_request(
-                        "invalid_k",
-                        format!("`k` must be a whole number from 1 to {MAX_K} (default {DEFAULT_K}); got {shown:?}"),
-                    ));
-                }
-            }
-        }
+    Ok(q)
+}
+
+fn validate_k(k: Option<Value>) -> Result<usize, ApiError> {
+    let Some(value) = k else { return Ok(DEFAULT_K) };
+    let parsed = match &value {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.trim().parse::<u64>().ok(),
+        _ => None,
     };
-    Ok(SearchRequest { q, k })
+    match parsed {
+        Some(k) if (1..=MAX_K as u64).contains(&k) => Ok(k as usize),
+        _ => Err(ApiError::bad_request(
+            "invalid_k",
+            format!("`k` must be a whole number from 1 to {MAX_K} (default {DEFAULT_K}); got {}", shown(&value)),
+        )),
+    }
+}
+
+/// An optional string parameter; "" counts as absent.
+fn optional_text(params: &mut Map<String, Value>, name: &'static str) -> Result<Option<String>, ApiError> {
+    match params.remove(name) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s).filter(|s| !s.is_empty())),
+        Some(other) => Err(ApiError::bad_request(
+            if name == "similar_to" { "invalid_similar_to" } else { invalid_code(name) },
+            format!("`{name}` must be a string, got {other}"),
+        )),
+    }
+}
+
+fn invalid_code(name: &str) -> &'static str {
+    match name {
+        "prefix" => "invalid_prefix",
+        "content_type" => "invalid_content_type",
+        "cursor" => "invalid_cursor",
+        _ => "invalid_time",
+    }
+}
+
+/// An RFC 3339 time as milliseconds since the epoch.
+fn time(params: &mut Map<String, Value>, name: &'static str) -> Result<Option<i64>, ApiError> {
+    let Some(text) = optional_text(params, name)? else { return Ok(None) };
+    chrono::DateTime::parse_from_rfc3339(text.trim()).map(|t| Some(t.timestamp_millis())).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_time",
+            format!("`{name}` must be an RFC 3339 date-time like 2024-05-01T00:00:00Z; got {text:?} ({e})"),
+        )
+    })
+}
+
+fn number(value: &Value) -> Option<f64> {
+    let n = match value {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse::<f64>().ok(),
+        _ => None,
+    };
+    n.filter(|n| n.is_finite())
+}
+
+/// `type/subtype` with the characters RFC 6838 allows.
+fn is_mime_type(text: &str) -> bool {
+    let token = |t: &str| {
+        !t.is_empty()
+            && t.len() <= 127
+            && t.chars().all(|c| c.is_ascii_alphanumeric() || "!#$&^_.+-".contains(c))
+            && t.starts_with(|c: char| c.is_ascii_alphanumeric())
+    };
+    matches!(text.split_once('/'), Some((kind, subtype)) if token(kind) && token(subtype))
+}
+
+fn shown(value: &Value) -> String {
+    match value {
+        Value::String(s) => format!("{s:?}"),
+        other => other.to_string(),
+    }
 }
 
 fn classify(error: &SearchError) -> ApiError {
     match error {
         SearchError::BadQuery(e) => ApiError::bad_request("invalid_query", e.to_string()),
+        SearchError::NotIndexed(_) => {
+            ApiError { status: StatusCode::NOT_FOUND, code: "not_indexed", message: error.to_string() }
+        }
         SearchError::Index(IndexError::Unavailable(_)) => ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,
             code: "index_unavailable",
@@ -178,6 +370,15 @@ fn error_response(error: &ApiError, request_id: Option<&str>) -> Response<Body> 
     json_response(error.status, &body)
 }
 
+fn text_response(content_type: &'static str, text: &'static str) -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", content_type)
+        .header("x-content-type-options", "nosniff")
+        .body(Body::from(text))
+        .expect("static response parts are valid")
+}
+
 fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response<Body> {
     let text = serde_json::to_string(body).unwrap_or_else(|_| "{}".to_string());
     Response::builder()
@@ -191,35 +392,116 @@ fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response<Body> {
 mod tests {
     use super::*;
 
-    fn k(v: Value) -> Result<SearchRequest, ApiError> {
-        validate(Some("cat".into()), Some(v))
+    fn params(pairs: &[(&str, Value)]) -> Map<String, Value> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+    }
+
+    fn check(pairs: &[(&str, Value)]) -> Result<SearchRequest, ApiError> {
+        let mut all = params(pairs);
+        if !all.contains_key("similar_to") {
+            all.entry("q").or_insert(json!("cat"));
+        }
+        validate(all)
+    }
+
+    fn code(pairs: &[(&str, Value)]) -> &'static str {
+        check(pairs).unwrap_err().code
     }
 
     #[test]
     fn k_defaults_and_bounds() {
-        assert_eq!(validate(Some("cat".into()), None).unwrap().k, DEFAULT_K);
-        assert_eq!(k(json!(1)).unwrap().k, 1);
-        assert_eq!(k(json!("100")).unwrap().k, 100);
+        assert_eq!(check(&[]).unwrap().k, DEFAULT_K);
+        assert_eq!(check(&[("k", json!(1))]).unwrap().k, 1);
+        assert_eq!(check(&[("k", json!("100"))]).unwrap().k, 100);
         for bad in [json!(0), json!(101), json!(-1), json!(2.5), json!("ten"), json!(true), json!("")] {
-            assert_eq!(k(bad.clone()).unwrap_err().code, "invalid_k", "{bad}");
+            assert_eq!(code(&[("k", bad.clone())]), "invalid_k", "{bad}");
         }
     }
 
     #[test]
     fn q_rules() {
-        assert_eq!(validate(None, None).unwrap_err().code, "missing_query");
-        assert_eq!(validate(Some("  \t".into()), None).unwrap_err().code, "empty_query");
-        assert_eq!(validate(Some("é".repeat(1000)), None).unwrap().q.chars().count(), 1000);
-        assert_eq!(validate(Some("é".repeat(1001)), None).unwrap_err().code, "query_too_long");
+        assert_eq!(validate(Map::new()).unwrap_err().code, "missing_query");
+        assert_eq!(code(&[("q", json!("  \t"))]), "empty_query");
+        assert_eq!(code(&[("q", json!(""))]), "empty_query");
+        assert_eq!(code(&[("q", json!(5))]), "invalid_query");
+        assert!(
+            matches!(check(&[("q", json!("é".repeat(1000)))]).unwrap().by, SearchBy::Text(q) if q.chars().count() == 1000)
+        );
+        assert_eq!(code(&[("q", json!("é".repeat(1001)))]), "query_too_long");
+        assert_eq!(code(&[("similar_to", json!("a.jpg")), ("q", json!("cat"))]), "conflicting_parameters");
+        assert_eq!(check(&[("similar_to", json!("a.jpg"))]).unwrap().by, SearchBy::SimilarTo("a.jpg".into()));
+        assert_eq!(code(&[("similar_to", json!("x".repeat(1025)))]), "invalid_similar_to");
+        assert_eq!(code(&[("similar_to", json!(3))]), "invalid_similar_to");
+        assert_eq!(code(&[("kk", json!(3))]), "unknown_parameter");
+    }
+
+    #[test]
+    fn min_score_bounds() {
+        assert_eq!(check(&[("min_score", json!("-1"))]).unwrap().min_score, Some(-1.0));
+        assert_eq!(check(&[("min_score", json!(1))]).unwrap().min_score, Some(1.0));
+        assert_eq!(check(&[("min_score", json!(""))]).unwrap().min_score, None);
+        for bad in [json!(1.01), json!("-1.5"), json!("NaN"), json!("inf"), json!("high"), json!(true)] {
+            assert_eq!(code(&[("min_score", bad.clone())]), "invalid_min_score", "{bad}");
+        }
+    }
+
+    #[test]
+    fn filters() {
+        let f = check(&[
+            ("prefix", json!("a\"b\\ or ")),
+            ("content_type", json!("Image/JPEG")),
+            ("uploaded_after", json!("2024-05-01T00:00:00Z")),
+            ("uploaded_before", json!("2024-05-01T02:00:00+02:00")),
+        ])
+        .unwrap_err();
+        assert_eq!(f.code, "invalid_time_range", "the same instant is an empty range");
+        let ok = check(&[
+            ("prefix", json!("a\"b\\ or ")),
+            ("content_type", json!("Image/JPEG")),
+            ("uploaded_after", json!("2024-05-01T00:00:00Z")),
+            ("uploaded_before", json!("2024-05-01T00:00:00.001Z")),
+        ])
+        .unwrap();
+        assert_eq!(ok.filters.prefix.as_deref(), Some("a\"b\\ or "));
+        assert_eq!(ok.filters.content_type.as_deref(), Some("image/jpeg"));
+        assert_eq!(ok.filters.uploaded_after_ms, Some(1_714_521_600_000));
+        assert_eq!(ok.filters.uploaded_before_ms, Some(1_714_521_600_001));
+        assert_eq!(check(&[("prefix", json!(""))]).unwrap().filters.prefix, None);
+        assert_eq!(check(&[("prefix", json!("x".repeat(1024)))]).unwrap().filters.prefix.unwrap().len(), 1024);
+        assert_eq!(code(&[("prefix", json!("x".repeat(1025)))]), "invalid_prefix");
+        assert_eq!(code(&[("prefix", json!(["a"]))]), "invalid_prefix");
+        for bad in ["jpeg", "image/", "/jpeg", "image/jpeg\" or 1", "image/jp eg"] {
+            assert_eq!(code(&[("content_type", json!(bad))]), "invalid_content_type", "{bad}");
+        }
+        for bad in ["2024-05-01", "yesterday", "2024-13-01T00:00:00Z", "2024-05-01T00:00:00"] {
+            assert_eq!(code(&[("uploaded_after", json!(bad))]), "invalid_time", "{bad}");
+        }
+    }
+
+    #[test]
+    fn dedup_and_cursor() {
+        assert!(check(&[("dedup", json!("TRUE"))]).unwrap().dedup);
+        assert!(check(&[("dedup", json!(true))]).unwrap().dedup);
+        assert!(!check(&[("dedup", json!("0"))]).unwrap().dedup);
+        assert_eq!(code(&[("dedup", json!("yes"))]), "invalid_dedup");
+        let first = check(&[]).unwrap();
+        assert_eq!(check(&[("cursor", json!(first.cursor_at(10)))]).unwrap().offset, 10);
+        assert_eq!(code(&[("cursor", json!("garbage"))]), "invalid_cursor");
+        assert_eq!(code(&[("cursor", json!(first.cursor_at(10))), ("prefix", json!("x/"))]), "invalid_cursor");
     }
 
     #[test]
     fn json_bodies() {
-        assert_eq!(from_json(&Body::from(r#"{"q": "cat", "k": 3}"#)).unwrap(), SearchRequest { q: "cat".into(), k: 3 });
+        let body = from_json(&Body::from(r#"{"q": "cat", "k": 3, "dedup": null}"#)).unwrap();
+        assert_eq!(validate(body).unwrap(), SearchRequest::text("cat", 3));
         assert_eq!(from_json(&Body::from("{oops")).unwrap_err().code, "malformed_json");
         assert_eq!(from_json(&Body::from("[1]")).unwrap_err().code, "malformed_json");
         assert_eq!(from_json(&Body::Empty).unwrap_err().code, "malformed_json");
-        assert_eq!(from_json(&Body::from(r#"{"q": 5}"#)).unwrap_err().code, "invalid_query");
-        assert_eq!(from_json(&Body::from(r#"{"k": 5}"#)).unwrap_err().code, "missing_query");
+    }
+
+    #[test]
+    fn mime_types() {
+        assert!(is_mime_type("image/jpeg") && is_mime_type("image/svg+xml") && is_mime_type("image/vnd.ms-photo"));
+        assert!(!is_mime_type("image") && !is_mime_type("image/jpeg/x") && !is_mime_type("-a/b"));
     }
 }

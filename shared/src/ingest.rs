@@ -239,7 +239,7 @@ mod tests {
     use super::*;
     use crate::embedder::{ImageEmbedding, ImageError, SupportedFormat};
     use crate::index::memory::MemoryIndex;
-    use crate::store::{PresignedUrl, StoredObject};
+    use crate::store::{ListedObject, PresignedUrl, StoredObject};
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Mutex;
     use std::time::Duration;
@@ -303,6 +303,16 @@ mod tests {
                 return Err(StoreError::TooLarge { size: object.size, max });
             }
             Ok(object)
+        }
+        async fn list(&self, _: &str, prefix: &str) -> Result<Vec<ListedObject>, StoreError> {
+            let objects = self.objects.lock().unwrap();
+            let mut listed: Vec<ListedObject> = objects
+                .iter()
+                .filter(|(key, _)| key.starts_with(prefix))
+                .map(|(key, o)| ListedObject { key: key.clone(), etag: o.etag.clone(), size: o.size })
+                .collect();
+            listed.sort_by(|a, b| a.key.cmp(&b.key));
+            Ok(listed)
         }
         async fn presign_get(&self, _: &str, key: &str, ttl: Duration) -> Result<PresignedUrl, StoreError> {
             Ok(PresignedUrl { url: format!("https://example/{key}"), expires_at: SystemTime::now() + ttl })

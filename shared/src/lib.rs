@@ -6,6 +6,7 @@
 //! init (see [`setup`]) and hand each event to a use case here.
 
 pub mod api;
+pub mod backfill;
 pub mod config;
 pub mod embedder;
 pub mod index;

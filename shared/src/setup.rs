@@ -35,6 +35,13 @@ pub fn init_tracing() {
     let _ = tracing_subscriber::fmt().json().with_env_filter(filter).with_target(false).without_time().try_init();
 }
 
+/// Readable logs on stderr for the command line, at `filter` (a `RUST_LOG` directive).
+pub fn init_cli_tracing(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| "warn".into());
+    let _ =
+        tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_writer(std::io::stderr).try_init();
+}
+
 /// Which tower a function needs; only its files are fetched and loaded.
 #[derive(Clone, Copy)]
 enum Tower {
@@ -112,16 +119,32 @@ fn token_from_secret(raw: &str) -> Option<String> {
     }
 }
 
+/// The visual tower as the ingest function loads it (model from MODEL_DIR or MODEL_S3_URI).
+pub async fn image_encoder_from_env() -> Result<ClipImageEncoder, SetupError> {
+    let env = Env::process();
+    let store = S3Store::from_env(&env.s3()?).await;
+    let (bundle, config) = open_bundle(&env, &store, Tower::Visual).await?;
+    load_blocking(move || {
+        let margin = config.reduced_jpeg_decode.then_some(DEFAULT_JPEG_REDUCTION_MARGIN);
+        Ok(ClipImageEncoder::load(&bundle, &config.runtime, config.max_image_pixels)?.with_reduced_jpeg(margin))
+    })
+    .await
+}
+
+/// The textual tower and the model's name, as the search function loads them.
+pub async fn text_encoder_from_env() -> Result<(ClipTextEncoder, String), SetupError> {
+    let env = Env::process();
+    let store = S3Store::from_env(&env.s3()?).await;
+    let (bundle, config) = open_bundle(&env, &store, Tower::Textual).await?;
+    let model_name = bundle.name();
+    Ok((load_blocking(move || ClipTextEncoder::load(&bundle, &config.runtime)).await?, model_name))
+}
+
 /// Everything the ingest function needs: visual tower, S3, Milvus.
 pub async fn ingestor_from_env() -> Result<Ingestor, SetupError> {
     let env = Env::process();
     let store = S3Store::from_env(&env.s3()?).await;
-    let (bundle, config) = open_bundle(&env, &store, Tower::Visual).await?;
-    let embedder = load_blocking(move || {
-        let margin = config.reduced_jpeg_decode.then_some(DEFAULT_JPEG_REDUCTION_MARGIN);
-        Ok(ClipImageEncoder::load(&bundle, &config.runtime, config.max_image_pixels)?.with_reduced_jpeg(margin))
-    })
-    .await?;
+    let embedder = image_encoder_from_env().await?;
     let (index, _) = milvus(&env, embedder.dim()).await?;
     let ingest = env.ingest()?;
     Ok(Ingestor {
@@ -137,9 +160,7 @@ pub async fn ingestor_from_env() -> Result<Ingestor, SetupError> {
 pub async fn searcher_from_env() -> Result<Searcher, SetupError> {
     let env = Env::process();
     let store = S3Store::from_env(&env.s3()?).await;
-    let (bundle, config) = open_bundle(&env, &store, Tower::Textual).await?;
-    let model_name = bundle.name();
-    let embedder = load_blocking(move || ClipTextEncoder::load(&bundle, &config.runtime)).await?;
+    let (embedder, model_name) = text_encoder_from_env().await?;
     let (index, milvus) = milvus(&env, embedder.dim()).await?;
     Ok(Searcher {
         embedder: Arc::new(embedder),

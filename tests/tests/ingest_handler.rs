@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use shared::index::{record_id, IndexError, VectorIndex};
+use shared::index::{record_id, IndexError, SearchQuery, VectorIndex};
 use shared::ingest::IngestError;
 use tests::{bad_input, fixture_image, golden_images, ingestor, put, s3_event, unique, Stack};
 
@@ -23,7 +23,7 @@ async fn a_put_event_indexes_the_object_with_its_metadata() {
     assert!(report.skipped.is_empty() && report.unchanged.is_empty());
 
     let golden = golden_images().into_iter().find(|g| g.file == "baseline.jpg").unwrap();
-    let hits = index.search(&golden.embedding, 5).await.unwrap();
+    let hits = index.search(&SearchQuery::top(&golden.embedding, 5)).await.unwrap();
     assert_eq!(hits.len(), 1);
     let hit = &hits[0];
     assert_eq!(hit.key, "uploads/baseline.jpg");
@@ -62,7 +62,7 @@ async fn several_records_are_indexed_and_a_repeated_event_is_not_embedded_again(
     assert_eq!(again.unchanged.len(), 3, "{again:?}");
     assert!(again.indexed.is_empty());
     assert_eq!(index.count().await.unwrap(), 3);
-    let hits = index.search(&vec![0.1; DIM], 10).await.unwrap();
+    let hits = index.search(&SearchQuery::top(&[0.1; DIM], 10)).await.unwrap();
     let png = hits.iter().find(|h| h.key == "uploads/palette.png").unwrap();
     assert_eq!(png.content_type, "image/png", "octet-stream uploads get the type their bytes show");
     index.drop_collection().await.unwrap();
@@ -167,7 +167,7 @@ async fn stored_vectors_equal_a_direct_embedding() {
     put(&s3, &bucket, "uploads/baseline.jpg", fixture_image("exif-6.jpg"), "image/jpeg").await;
     ingestor(&s3, index.clone()).handle_event(&s3_event("put-single.json", &bucket)).await.unwrap();
     let golden = golden_images().into_iter().find(|g| g.file == "exif-6.jpg").unwrap();
-    let hit = index.search(&golden.embedding, 1).await.unwrap().remove(0);
+    let hit = index.search(&SearchQuery::top(&golden.embedding, 1)).await.unwrap().remove(0);
     assert!(hit.score > 0.9999, "{}", hit.score);
     assert_eq!((hit.width, hit.height), (640, 427), "EXIF orientation applied before measuring");
     index.drop_collection().await.unwrap();

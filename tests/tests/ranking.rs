@@ -33,7 +33,7 @@ async fn order_and_scores_match_brute_force_over_the_golden_embeddings() {
 
     let searcher = searcher(&s3, index.clone());
     for text in golden_texts().iter().take(6) {
-        let response = searcher.search(&SearchRequest { q: text.text.clone(), k: images.len() }).await.unwrap();
+        let response = searcher.search(&SearchRequest::text(text.text.clone(), images.len())).await.unwrap();
         let mut expected: Vec<(f32, String)> =
             images.iter().map(|i| (cosine(&text.embedding, &i.embedding), format!("rank/{}", i.file))).collect();
         expected.sort_by(|a, b| b.0.total_cmp(&a.0));

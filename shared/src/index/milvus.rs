@@ -18,12 +18,14 @@ use std::result::Result;
 use tokio::sync::OnceCell;
 use tonic::Code;
 
-use super::{ImageHit, ImageRecord, IndexError, VectorIndex};
+use super::{ImageHit, ImageRecord, IndexError, IndexedObject, SearchFilter, SearchQuery, VectorIndex};
 use crate::config::MilvusConfig;
 
 const VECTOR: &str = "vector";
 const OUTPUT_FIELDS: [&str; 9] =
     ["id", "bucket", "key", "size", "etag", "content_type", "last_modified", "width", "height"];
+/// Milvus caps one query's `offset + limit`; listing splits larger sets by id prefix.
+const QUERY_LIMIT: usize = 16_384;
 
 pub struct MilvusIndex {
     connect: ConnectConfig,
@@ -188,6 +190,35 @@ pub fn escape(value: &str) -> String {
     value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n").replace('\r', "\\r")
 }
 
+/// `field` starts with `prefix`, as a range of strings rather than `like`: Milvus builds differ on
+/// backslashes in `like` patterns, while string order is byte order everywhere. Every key that
+/// starts with the prefix sorts between it and the prefix followed by the highest code point.
+fn prefix_expression(field: &str, prefix: &str) -> String {
+    let low = escape(prefix);
+    format!("({field} >= \"{low}\" and {field} < \"{low}{}\")", char::MAX)
+}
+
+/// The filter as a Milvus boolean expression ("" when it lets everything through).
+fn filter_expression(filter: &SearchFilter) -> String {
+    let mut parts = Vec::new();
+    if let Some(prefix) = filter.key_prefix.as_deref().filter(|p| !p.is_empty()) {
+        parts.push(prefix_expression("key", prefix));
+    }
+    if let Some(content_type) = &filter.content_type {
+        parts.push(format!("content_type == \"{}\"", escape(content_type)));
+    }
+    if let Some(from) = filter.modified_from_ms {
+        parts.push(format!("last_modified >= {from}"));
+    }
+    if let Some(until) = filter.modified_until_ms {
+        parts.push(format!("last_modified < {until}"));
+    }
+    if let Some(id) = &filter.exclude_id {
+        parts.push(format!("id != \"{}\"", escape(id)));
+    }
+    parts.join(" and ")
+}
+
 #[async_trait::async_trait]
 impl VectorIndex for MilvusIndex {
     async fn upsert(&self, records: &[ImageRecord]) -> Result<(), IndexError> {
@@ -249,14 +280,20 @@ impl VectorIndex for MilvusIndex {
         Ok(etags)
     }
 
-    async fn search(&self, vector: &[f32], k: usize) -> Result<Vec<ImageHit>, IndexError> {
+    async fn search(&self, query: &SearchQuery<'_>) -> Result<Vec<ImageHit>, IndexError> {
         let client = self.client().await?;
+        let mut fields: Vec<&str> = OUTPUT_FIELDS.to_vec();
+        if query.with_vectors {
+            fields.push(VECTOR);
+        }
         let request = SearchRequest::builder()
             .collection_name(self.collection.as_str())
             .vector_field(VECTOR)
-            .vectors(SearchVectors::Float(vec![vector.to_vec()]))
-            .limit(k as i64)
-            .output_fields(OUTPUT_FIELDS)
+            .vectors(SearchVectors::Float(vec![query.vector.to_vec()]))
+            .offset(query.offset as i64)
+            .limit(query.limit as i64)
+            .filter(filter_expression(query.filter))
+            .output_fields(fields)
             .build()
             .map_err(classify)?;
         let response = client.search(request).await.map_err(classify)?;
@@ -265,6 +302,10 @@ impl VectorIndex for MilvusIndex {
             for row in result.rows().map_err(classify)? {
                 let text = |f: &str| row.get_str(f).map(str::to_string).map_err(classify);
                 let int = |f: &str| row.get_i64(f).map_err(classify);
+                let vector = match query.with_vectors {
+                    true => Some(row.get_float_vector(VECTOR).map_err(classify)?.to_vec()),
+                    false => None,
+                };
                 hits.push(ImageHit {
                     id: text("id")?,
                     score: row.get_f32("score").map_err(classify)?,
@@ -276,11 +317,84 @@ impl VectorIndex for MilvusIndex {
                     last_modified_ms: int("last_modified")?,
                     width: int("width")?,
                     height: int("height")?,
+                    vector,
                 });
             }
         }
         hits.sort_by(|a, b| b.score.total_cmp(&a.score));
         Ok(hits)
+    }
+
+    async fn records_with_key(&self, key: &str) -> Result<Vec<ImageRecord>, IndexError> {
+        let client = self.client().await?;
+        let mut fields: Vec<&str> = OUTPUT_FIELDS.to_vec();
+        fields.extend(["indexed_at", VECTOR]);
+        let request = QueryRequest::builder()
+            .collection_name(self.collection.as_str())
+            .filter(format!("key == \"{}\"", escape(key)))
+            .output_fields(fields)
+            .build()
+            .map_err(classify)?;
+        let response = client.query(request).await.map_err(classify)?;
+        let mut records = Vec::new();
+        for row in response.results().rows().map_err(classify)? {
+            let text = |f: &str| row.get_str(f).map(str::to_string).map_err(classify);
+            let int = |f: &str| row.get_i64(f).map_err(classify);
+            records.push(ImageRecord {
+                id: text("id")?,
+                bucket: text("bucket")?,
+                key: text("key")?,
+                size: int("size")?,
+                etag: text("etag")?,
+                content_type: text("content_type")?,
+                last_modified_ms: int("last_modified")?,
+                width: int("width")?,
+                height: int("height")?,
+                indexed_at_ms: int("indexed_at")?,
+                vector: row.get_float_vector(VECTOR).map_err(classify)?.to_vec(),
+            });
+        }
+        records.sort_by(|a, b| a.bucket.cmp(&b.bucket));
+        Ok(records)
+    }
+
+    async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<IndexedObject>, IndexError> {
+        let client = self.client().await?;
+        let mut scope = format!("bucket == \"{}\"", escape(bucket));
+        if !prefix.is_empty() {
+            scope = format!("{scope} and {}", prefix_expression("key", prefix));
+        }
+        // Ids are hex: a shard is an id prefix, split further while a shard fills a whole query.
+        let mut shards = vec![String::new()];
+        let mut objects = Vec::new();
+        while let Some(shard) = shards.pop() {
+            let filter = match shard.is_empty() {
+                true => scope.clone(),
+                false => format!("{scope} and id like \"{shard}%\""),
+            };
+            let request = QueryRequest::builder()
+                .collection_name(self.collection.as_str())
+                .filter(filter)
+                .output_fields(["id", "key", "etag"])
+                .limit(QUERY_LIMIT as i64)
+                .consistency_level(ConsistencyLevel::Strong)
+                .build()
+                .map_err(classify)?;
+            let response = client.query(request).await.map_err(classify)?;
+            let rows = response.results().rows().map_err(classify)?;
+            if rows.len() >= QUERY_LIMIT && shard.len() < 64 {
+                shards.extend("0123456789abcdef".chars().map(|c| format!("{shard}{c}")));
+                continue;
+            }
+            for row in rows {
+                objects.push(IndexedObject {
+                    id: row.get_str("id").map_err(classify)?.to_string(),
+                    key: row.get_str("key").map_err(classify)?.to_string(),
+                    etag: row.get_str("etag").map_err(classify)?.to_string(),
+                });
+            }
+        }
+        Ok(objects)
     }
 
     async fn count(&self) -> Result<u64, IndexError> {
@@ -328,5 +442,24 @@ mod tests {
     fn filter_values_are_escaped() {
         assert_eq!(escape(r#"we"ird\name"#), r#"we\"ird\\name"#);
         assert_eq!(MilvusIndex::id_filter(&["a".into(), "b\"".into()]), r#"id in ["a", "b\""]"#);
+    }
+
+    #[test]
+    fn filters_become_escaped_expressions() {
+        assert_eq!(filter_expression(&SearchFilter::default()), "");
+        let filter = SearchFilter {
+            key_prefix: Some(r#"a" or id != "x\"#.into()),
+            content_type: Some("image/jpeg".into()),
+            modified_from_ms: Some(5),
+            modified_until_ms: Some(9),
+            exclude_id: Some("ab".into()),
+        };
+        let top = char::MAX;
+        assert_eq!(
+            filter_expression(&filter),
+            format!(
+                r#"(key >= "a\" or id != \"x\\" and key < "a\" or id != \"x\\{top}") and content_type == "image/jpeg" and last_modified >= 5 and last_modified < 9 and id != "ab""#
+            )
+        );
     }
 }

@@ -27,7 +27,7 @@ pub struct ImageRecord {
     pub vector: Vec<f32>,
 }
 
-/// A search hit: the record without its vector, and the cosine similarity to the query.
+/// A search hit: the record's metadata, the cosine similarity to the query and, when asked for, the vector.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ImageHit {
     pub id: String,
@@ -40,6 +40,69 @@ pub struct ImageHit {
     pub last_modified_ms: i64,
     pub width: i64,
     pub height: i64,
+    /// Only when [`SearchQuery::with_vectors`] is set.
+    pub vector: Option<Vec<f32>>,
+}
+
+/// Which records a search may return. Plain validated values: the adapter turns them into an
+/// expression with every string escaped, so user input never becomes expression syntax.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SearchFilter {
+    /// Only keys that start with it.
+    pub key_prefix: Option<String>,
+    pub content_type: Option<String>,
+    /// S3 LastModified in ms, inclusive.
+    pub modified_from_ms: Option<i64>,
+    /// S3 LastModified in ms, exclusive.
+    pub modified_until_ms: Option<i64>,
+    /// Leave this record out (image-to-image search leaves out the query image).
+    pub exclude_id: Option<String>,
+}
+
+impl SearchFilter {
+    /// The same rules in Rust, for in-memory indexes and checks.
+    pub fn matches(&self, id: &str, key: &str, content_type: &str, last_modified_ms: i64) -> bool {
+        self.key_prefix.as_deref().is_none_or(|p| key.starts_with(p))
+            && self.content_type.as_deref().is_none_or(|c| c == content_type)
+            && self.modified_from_ms.is_none_or(|t| last_modified_ms >= t)
+            && self.modified_until_ms.is_none_or(|t| last_modified_ms < t)
+            && self.exclude_id.as_deref().is_none_or(|x| x != id)
+    }
+}
+
+/// A nearest-neighbour query: ranks `offset..offset + limit` of the records that pass `filter`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchQuery<'a> {
+    pub vector: &'a [f32],
+    pub filter: &'a SearchFilter,
+    pub offset: usize,
+    pub limit: usize,
+    pub with_vectors: bool,
+}
+
+impl<'a> SearchQuery<'a> {
+    /// The `limit` nearest records, unfiltered, without vectors.
+    pub fn top(vector: &'a [f32], limit: usize) -> Self {
+        static EVERYTHING: SearchFilter = SearchFilter {
+            key_prefix: None,
+            content_type: None,
+            modified_from_ms: None,
+            modified_until_ms: None,
+            exclude_id: None,
+        };
+        SearchQuery { vector, filter: &EVERYTHING, offset: 0, limit, with_vectors: false }
+    }
+}
+
+/// Milvus caps `offset + limit` of one search at 16,384.
+pub const MAX_SEARCH_WINDOW: usize = 16_384;
+
+/// What the index holds for one object (reconciling compares it with the bucket).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexedObject {
+    pub id: String,
+    pub key: String,
+    pub etag: String,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -65,8 +128,12 @@ pub trait VectorIndex: Send + Sync {
     async fn delete(&self, ids: &[String]) -> Result<(), IndexError>;
     /// The ETag stored for each id that is indexed.
     async fn etags(&self, ids: &[String]) -> Result<HashMap<String, String>, IndexError>;
-    /// The `k` records most similar (cosine) to `vector`, best first.
-    async fn search(&self, vector: &[f32], k: usize) -> Result<Vec<ImageHit>, IndexError>;
+    /// The records most similar (cosine) to the query vector that pass its filter, best first.
+    async fn search(&self, query: &SearchQuery<'_>) -> Result<Vec<ImageHit>, IndexError>;
+    /// The records of `key` (one per bucket that holds it), with their vectors.
+    async fn records_with_key(&self, key: &str) -> Result<Vec<ImageRecord>, IndexError>;
+    /// Every record of `bucket` whose key starts with `prefix`.
+    async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<IndexedObject>, IndexError>;
     /// Number of indexed records (also the health check: it needs a working server).
     async fn count(&self) -> Result<u64, IndexError>;
 }
@@ -127,14 +194,15 @@ pub(crate) mod memory {
             let map = self.records.lock().unwrap();
             Ok(ids.iter().filter_map(|id| map.get(id).map(|r| (id.clone(), r.etag.clone()))).collect())
         }
-        async fn search(&self, vector: &[f32], k: usize) -> Result<Vec<ImageHit>, IndexError> {
+        async fn search(&self, query: &SearchQuery<'_>) -> Result<Vec<ImageHit>, IndexError> {
             self.check()?;
             let map = self.records.lock().unwrap();
             let mut hits: Vec<ImageHit> = map
                 .values()
+                .filter(|r| query.filter.matches(&r.id, &r.key, &r.content_type, r.last_modified_ms))
                 .map(|r| ImageHit {
                     id: r.id.clone(),
-                    score: crate::embedder::cosine(vector, &r.vector),
+                    score: crate::embedder::cosine(query.vector, &r.vector),
                     bucket: r.bucket.clone(),
                     key: r.key.clone(),
                     size: r.size,
@@ -143,11 +211,25 @@ pub(crate) mod memory {
                     last_modified_ms: r.last_modified_ms,
                     width: r.width,
                     height: r.height,
+                    vector: query.with_vectors.then(|| r.vector.clone()),
                 })
                 .collect();
-            hits.sort_by(|a, b| b.score.total_cmp(&a.score));
-            hits.truncate(k);
-            Ok(hits)
+            hits.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.key.cmp(&b.key)));
+            Ok(hits.into_iter().skip(query.offset).take(query.limit).collect())
+        }
+        async fn records_with_key(&self, key: &str) -> Result<Vec<ImageRecord>, IndexError> {
+            self.check()?;
+            let map = self.records.lock().unwrap();
+            Ok(map.values().filter(|r| r.key == key).cloned().collect())
+        }
+        async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<IndexedObject>, IndexError> {
+            self.check()?;
+            let map = self.records.lock().unwrap();
+            Ok(map
+                .values()
+                .filter(|r| r.bucket == bucket && r.key.starts_with(prefix))
+                .map(|r| IndexedObject { id: r.id.clone(), key: r.key.clone(), etag: r.etag.clone() })
+                .collect())
         }
         async fn count(&self) -> Result<u64, IndexError> {
             self.check()?;

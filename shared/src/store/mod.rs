@@ -20,6 +20,15 @@ pub struct StoredObject {
     pub last_modified_ms: Option<i64>,
 }
 
+/// One entry of a bucket listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedObject {
+    pub key: String,
+    /// Without quotes.
+    pub etag: String,
+    pub size: u64,
+}
+
 /// A time-limited GET URL.
 #[derive(Debug, Clone)]
 pub struct PresignedUrl {
@@ -49,6 +58,8 @@ impl Transient for StoreError {
 pub trait ObjectStore: Send + Sync {
     /// Downloads an object, refusing (before reading the body) one larger than `max_bytes`.
     async fn get(&self, bucket: &str, key: &str, max_bytes: u64) -> Result<StoredObject, StoreError>;
+    /// Every object under `prefix` (folder markers ending in `/` left out), in key order.
+    async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ListedObject>, StoreError>;
     /// A GET URL valid for `ttl`, signed locally (no request is made).
     async fn presign_get(&self, bucket: &str, key: &str, ttl: Duration) -> Result<PresignedUrl, StoreError>;
 }

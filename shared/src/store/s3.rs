@@ -9,7 +9,7 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::Client;
 
-use super::{normalize_etag, ObjectStore, PresignedUrl, StoreError, StoredObject};
+use super::{normalize_etag, ListedObject, ObjectStore, PresignedUrl, StoreError, StoredObject};
 use crate::config::S3Config;
 
 #[derive(Clone)]
@@ -102,6 +102,23 @@ impl ObjectStore for S3Store {
             .into_bytes()
             .to_vec();
         Ok(StoredObject { size: bytes.len() as u64, bytes, etag, content_type, last_modified_ms })
+    }
+
+    async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ListedObject>, StoreError> {
+        let mut pages = self.client.list_objects_v2().bucket(bucket).prefix(prefix).into_paginator().send();
+        let mut objects = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| classify(e, bucket, prefix))?;
+            for object in page.contents() {
+                let Some(key) = object.key().filter(|k| !k.ends_with('/')) else { continue };
+                objects.push(ListedObject {
+                    key: key.to_string(),
+                    etag: object.e_tag().map(normalize_etag).unwrap_or_default(),
+                    size: object.size().unwrap_or(0).max(0) as u64,
+                });
+            }
+        }
+        Ok(objects)
     }
 
     async fn presign_get(&self, bucket: &str, key: &str, ttl: Duration) -> Result<PresignedUrl, StoreError> {

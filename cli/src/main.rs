@@ -1,0 +1,420 @@
+//! `clip-search`: the command line around the two Lambdas. It reads the same environment as
+//! they do (MODEL_DIR, MILVUS_URI, AWS_*, ...; see the README) and runs the same use cases from
+//! `shared`: backfill and reconcile a bucket, search, embed, and serve the page and API locally.
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use lambda_http::RequestExt;
+use shared::backfill::{BackfillOptions, BackfillSummary, Progress, ReconcileReport};
+use shared::embedder::{ImageEmbedder, TextEmbedder};
+use shared::search::{SearchBy, SearchRequest, MAX_K};
+
+#[derive(Parser)]
+#[command(name = "clip-search", version, about = "Index and search the images of an S3 bucket with CLIP")]
+struct Cli {
+    /// Read settings (KEY=VALUE lines, e.g. .local/stack.env) before the environment; variables already set win.
+    #[arg(long, global = true, value_name = "FILE")]
+    env_file: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Index the objects already in a bucket (S3 events only cover new uploads). Resumable: objects
+    /// already indexed with the same ETag are skipped, so rerun it after Ctrl-C or a crash.
+    Backfill {
+        #[arg(long)]
+        bucket: String,
+        /// Only keys starting with this.
+        #[arg(long, default_value = "")]
+        prefix: String,
+        #[command(flatten)]
+        batches: BatchArgs,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove index entries whose objects are gone and report objects missing from the index.
+    Reconcile {
+        #[arg(long)]
+        bucket: String,
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// Also index the missing objects.
+        #[arg(long)]
+        fix: bool,
+        #[command(flatten)]
+        batches: BatchArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Search by text (or by an indexed image with --similar-to) and print key, score and size.
+    Search {
+        /// What the picture shows.
+        #[arg(required_unless_present = "similar_to", conflicts_with = "similar_to")]
+        text: Option<String>,
+        /// Key of an indexed image: find images like it.
+        #[arg(long)]
+        similar_to: Option<String>,
+        #[arg(long, short, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=MAX_K as i64))]
+        k: u16,
+        #[arg(long)]
+        prefix: Option<String>,
+        /// Print the API's JSON response instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print embeddings as JSON: {"file"|"text": ..., "vector": [...]} per line.
+    Embed {
+        #[arg(long, num_args = 1.., required_unless_present = "text", conflicts_with = "text")]
+        image: Vec<PathBuf>,
+        #[arg(long, num_args = 1..)]
+        text: Vec<String>,
+    },
+    /// Serve the search page and API on this machine with your own credentials (the way to use
+    /// the page when the deployed API requires IAM authorization).
+    Serve {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+    },
+}
+
+#[derive(Args)]
+struct BatchArgs {
+    /// Objects embedded together.
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
+    /// Batches in flight (fetching and decoding overlap inference).
+    #[arg(long, default_value_t = 2)]
+    concurrency: usize,
+}
+
+impl BatchArgs {
+    fn options(&self) -> BackfillOptions {
+        BackfillOptions { batch_size: self.batch_size.max(1), concurrency: self.concurrency.max(1) }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(path) = &cli.env_file {
+        // Before the runtime starts any thread: setting variables is only safe single-threaded.
+        if let Err(e) = load_env_file(path) {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    shared::setup::init_cli_tracing(&std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_string()));
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+async fn run(command: Command) -> Result<ExitCode, Error> {
+    match command {
+        Command::Backfill { bucket, prefix, batches, json } => {
+            let ingestor = shared::setup::ingestor_from_env().await?;
+            let stop = interrupt_flag();
+            let progress = progress_reporter("backfill");
+            let summary =
+                shared::backfill::backfill(&ingestor, &bucket, &prefix, &batches.options(), progress.as_ref(), stop)
+                    .await?;
+            print_backfill(&summary, json)?;
+            Ok(exit_code(&summary))
+        }
+        Command::Reconcile { bucket, prefix, fix, batches, json } => {
+            let ingestor = shared::setup::ingestor_from_env().await?;
+            let stop = interrupt_flag();
+            let progress = progress_reporter("reconcile --fix");
+            let report = shared::backfill::reconcile(
+                &ingestor,
+                &bucket,
+                &prefix,
+                fix,
+                &batches.options(),
+                progress.as_ref(),
+                stop,
+            )
+            .await?;
+            print_reconcile(&report, json)?;
+            let fixed_ok = report.fixed.as_ref().is_none_or(|s| s.failed.is_empty() && !s.interrupted);
+            Ok(if fixed_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::Search { text, similar_to, k, prefix, json } => {
+            let searcher = shared::setup::searcher_from_env().await?;
+            let by = match (text, similar_to) {
+                (_, Some(key)) => SearchBy::SimilarTo(key),
+                (Some(text), None) => SearchBy::Text(text),
+                (None, None) => unreachable!("clap requires one"),
+            };
+            let mut request = SearchRequest::text("", k as usize);
+            request.by = by;
+            request.filters.prefix = prefix.filter(|p| !p.is_empty());
+            let response = searcher.search(&request).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&response)?);
+            } else {
+                print_table(&response);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Embed { image, text } => {
+            if image.is_empty() {
+                let (encoder, _) = shared::setup::text_encoder_from_env().await?;
+                let refs: Vec<&str> = text.iter().map(String::as_str).collect();
+                for (text, vector) in text.iter().zip(encoder.embed_texts(&refs)?) {
+                    println!("{}", serde_json::json!({"text": text, "vector": vector}));
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            let encoder = shared::setup::image_encoder_from_env().await?;
+            let mut failed = false;
+            let bytes: Vec<Vec<u8>> = image
+                .iter()
+                .map(|p| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display())))
+                .collect::<Result<_, _>>()?;
+            let refs: Vec<&[u8]> = bytes.iter().map(Vec::as_slice).collect();
+            for (path, result) in image.iter().zip(encoder.embed_images(&refs)?) {
+                match result {
+                    Ok(embedding) => println!(
+                        "{}",
+                        serde_json::json!({"file": path, "width": embedding.width, "height": embedding.height, "vector": embedding.vector})
+                    ),
+                    Err(e) => {
+                        failed = true;
+                        eprintln!("{}: {e}", path.display());
+                    }
+                }
+            }
+            Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+        }
+        Command::Serve { listen } => {
+            let searcher = Arc::new(shared::setup::searcher_from_env().await?);
+            let listener =
+                tokio::net::TcpListener::bind(&listen).await.map_err(|e| format!("listen on {listen}: {e}"))?;
+            eprintln!("serving the search page on http://{}/ (Ctrl-C stops)", listener.local_addr()?);
+            let app = axum::Router::new().fallback(serve_request).with_state(searcher);
+            axum::serve(listener, app).with_graceful_shutdown(ctrl_c()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Hands a local HTTP request to the same handler the Lambda uses.
+async fn serve_request(
+    axum::extract::State(searcher): axum::extract::State<Arc<shared::search::Searcher>>,
+    request: axum::extract::Request,
+) -> axum::response::Response {
+    let (parts, body) = request.into_parts();
+    let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
+    let mut query: HashMap<String, Vec<String>> = HashMap::new();
+    for (name, value) in form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes()) {
+        query.entry(name.into_owned()).or_default().push(value.into_owned());
+    }
+    let path = parts.uri.path().to_string();
+    let request = lambda_http::http::Request::from_parts(parts, lambda_http::Body::from(bytes.to_vec()))
+        .with_raw_http_path(path)
+        .with_query_string_parameters(query);
+    let response = shared::api::handle(&searcher, request).await;
+    let (parts, body) = response.into_parts();
+    let bytes: Vec<u8> = match body {
+        lambda_http::Body::Text(text) => text.into_bytes(),
+        lambda_http::Body::Binary(bytes) => bytes,
+        _ => Vec::new(),
+    };
+    axum::response::Response::from_parts(parts, axum::body::Body::from(bytes))
+}
+
+async fn ctrl_c() {
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Set on the first Ctrl-C: batches in flight finish, no new one starts. A second Ctrl-C exits at once.
+fn interrupt_flag() -> &'static AtomicBool {
+    static STOP: AtomicBool = AtomicBool::new(false);
+    tokio::spawn(async {
+        ctrl_c().await;
+        eprintln!("\ninterrupted: finishing the batches in flight; Ctrl-C again to quit now (rerun to resume)");
+        STOP.store(true, Ordering::SeqCst);
+        ctrl_c().await;
+        std::process::exit(130);
+    });
+    &STOP
+}
+
+/// A progress bar with rate and ETA on a terminal; a log line every few seconds otherwise.
+fn progress_reporter(what: &'static str) -> Box<dyn Progress> {
+    if std::io::stderr().is_terminal() {
+        let bar = ProgressBar::no_length();
+        bar.set_style(
+            ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} objects, {per_sec}, ETA {eta}")
+                .expect("static template")
+                .progress_chars("=> "),
+        );
+        bar.set_message(what);
+        Box::new(Bar(bar))
+    } else {
+        Box::new(LogLines {
+            what,
+            total: AtomicU64::new(0),
+            done: AtomicU64::new(0),
+            started: Instant::now(),
+            last: Mutex::new(None),
+        })
+    }
+}
+
+struct Bar(ProgressBar);
+
+impl Progress for Bar {
+    fn start(&self, total: u64) {
+        self.0.set_length(total);
+        self.0.reset_eta();
+    }
+    fn advance(&self, done: u64) {
+        self.0.inc(done);
+    }
+    fn finish(&self) {
+        self.0.finish();
+    }
+}
+
+struct LogLines {
+    what: &'static str,
+    total: AtomicU64,
+    done: AtomicU64,
+    started: Instant,
+    last: Mutex<Option<Instant>>,
+}
+
+impl LogLines {
+    fn line(&self) {
+        let (done, total) = (self.done.load(Ordering::SeqCst), self.total.load(Ordering::SeqCst));
+        let seconds = self.started.elapsed().as_secs_f64().max(1e-3);
+        let rate = done as f64 / seconds;
+        let eta = if rate > 0.0 { format!("{:.0}s", total.saturating_sub(done) as f64 / rate) } else { "?".into() };
+        eprintln!("{}: {done}/{total} objects, {rate:.1}/s, ETA {eta}", self.what);
+    }
+}
+
+impl Progress for LogLines {
+    fn start(&self, total: u64) {
+        self.total.store(total, Ordering::SeqCst);
+        eprintln!("{}: {total} objects listed", self.what);
+    }
+    fn advance(&self, done: u64) {
+        self.done.fetch_add(done, Ordering::SeqCst);
+        let mut last = self.last.lock().expect("not poisoned");
+        if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(2)) {
+            *last = Some(Instant::now());
+            self.line();
+        }
+    }
+    fn finish(&self) {
+        self.line();
+    }
+}
+
+fn exit_code(summary: &BackfillSummary) -> ExitCode {
+    if summary.interrupted {
+        ExitCode::from(130)
+    } else if summary.failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn print_backfill(summary: &BackfillSummary, json: bool) -> Result<(), Error> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(summary)?);
+        return Ok(());
+    }
+    println!(
+        "{} objects: {} indexed, {} skipped (already indexed), {} failed",
+        summary.listed,
+        summary.indexed.len(),
+        summary.skipped,
+        summary.failed.len()
+    );
+    for failure in &summary.failed {
+        println!("  failed {}: {}", failure.key, failure.reason);
+    }
+    if summary.interrupted {
+        println!("interrupted: rerun the same command to index the rest");
+    }
+    Ok(())
+}
+
+fn print_reconcile(report: &ReconcileReport, json: bool) -> Result<(), Error> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+        return Ok(());
+    }
+    println!(
+        "{} objects, {} index entries: {} removed (object gone), {} missing from the index",
+        report.objects,
+        report.indexed_before,
+        report.removed.len(),
+        report.missing.len()
+    );
+    for key in &report.removed {
+        println!("  removed {key}");
+    }
+    for key in &report.missing {
+        println!("  missing {key}");
+    }
+    match &report.fixed {
+        Some(summary) => print_backfill(summary, false)?,
+        None if !report.missing.is_empty() => println!("run with --fix to index the missing objects"),
+        None => {}
+    }
+    Ok(())
+}
+
+fn print_table(response: &shared::search::SearchResponse) {
+    if response.results.is_empty() {
+        println!("no images found");
+        return;
+    }
+    let width = response.results.iter().map(|r| r.key.chars().count()).max().unwrap_or(3).clamp(3, 80);
+    println!("{:<width$}  {:>6}  {:>10}", "key", "score", "size");
+    for result in &response.results {
+        println!("{:<width$}  {:>6.3}  {:>10}", result.key, result.score, result.size);
+    }
+}
+
+/// `KEY=VALUE` lines; `#` comments and blank lines are ignored; variables already set win.
+fn load_env_file(path: &Path) -> Result<(), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("--env-file {}: {e}", path.display()))?;
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (key, value) = line
+            .split_once('=')
+            .ok_or_else(|| format!("--env-file {} line {}: expected KEY=VALUE", path.display(), n + 1))?;
+        let key = key.trim().trim_start_matches("export ").trim();
+        if std::env::var_os(key).is_none() {
+            std::env::set_var(key, value.trim().trim_matches('"'));
+        }
+    }
+    Ok(())
+}

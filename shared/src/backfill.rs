@@ -1,0 +1,259 @@
+//! Bulk use cases over what is already in a bucket: `backfill` indexes it (S3 events only
+//! cover new uploads), `reconcile` repairs the index after lost events.
+//!
+//! Both reuse [`Ingestor::apply`], so an object is checked, embedded and stored exactly as the
+//! ingest function would. Backfill is resumable by construction: an object whose ETag is
+//! already indexed is skipped, so a rerun after Ctrl-C or a crash continues where it stopped.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use futures::StreamExt;
+use serde::Serialize;
+
+use crate::index::{record_id, IndexError, IndexedObject, VectorIndex};
+use crate::ingest::{IngestError, Ingestor, ObjectChange};
+use crate::retry::retry;
+use crate::store::{ListedObject, ObjectStore, StoreError};
+
+/// How a bulk run reports progress (a terminal bar, log lines, or nothing).
+pub trait Progress: Send + Sync {
+    /// The number of objects that will be looked at.
+    fn start(&self, total: u64);
+    /// `done` more objects were handled (indexed, skipped or failed).
+    fn advance(&self, done: u64);
+    fn finish(&self);
+}
+
+/// No progress output.
+pub struct Quiet;
+
+impl Progress for Quiet {
+    fn start(&self, _: u64) {}
+    fn advance(&self, _: u64) {}
+    fn finish(&self) {}
+}
+
+#[derive(Debug, Clone)]
+pub struct BackfillOptions {
+    /// Objects embedded together.
+    pub batch_size: usize,
+    /// Batches in flight: fetching and decoding one overlaps inference of another.
+    pub concurrency: usize,
+}
+
+impl Default for BackfillOptions {
+    fn default() -> Self {
+        BackfillOptions { batch_size: 16, concurrency: 2 }
+    }
+}
+
+/// What a backfill did, per object.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct BackfillSummary {
+    pub listed: usize,
+    pub indexed: Vec<String>,
+    /// Already indexed with the same ETag.
+    pub skipped: usize,
+    /// Objects that were not indexed, with the reason (bad image, too large, or an error after retries).
+    pub failed: Vec<Failure>,
+    /// Stopped early (Ctrl-C): rerun to continue.
+    pub interrupted: bool,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Failure {
+    pub key: String,
+    pub reason: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BulkError {
+    #[error("listing the bucket failed: {0}")]
+    List(#[from] StoreError),
+    #[error("the index failed: {0}")]
+    Index(#[from] IndexError),
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
+}
+
+/// Indexes the objects under `prefix` that are not indexed with their current ETag.
+/// `stop` is checked between batches; batches in flight finish, so nothing is half done.
+pub async fn backfill(
+    ingestor: &Ingestor,
+    bucket: &str,
+    prefix: &str,
+    options: &BackfillOptions,
+    progress: &dyn Progress,
+    stop: &AtomicBool,
+) -> Result<BackfillSummary, BulkError> {
+    let listed = retry(&ingestor.retry, "list bucket", || ingestor.store.list(bucket, prefix)).await?;
+    let mut summary = BackfillSummary { listed: listed.len(), ..Default::default() };
+    progress.start(listed.len() as u64);
+    let todo = not_indexed(ingestor, bucket, listed, &mut summary, progress).await?;
+    let batches: Vec<Vec<ListedObject>> = todo.chunks(options.batch_size.max(1)).map(<[_]>::to_vec).collect();
+    let mut outcomes = futures::stream::iter(batches)
+        .map(|batch| async move {
+            if stop.load(Ordering::SeqCst) {
+                return None;
+            }
+            let changes = batch
+                .iter()
+                .map(|o| ObjectChange::Created {
+                    bucket: bucket.to_string(),
+                    key: o.key.clone(),
+                    etag: Some(o.etag.clone()),
+                })
+                .collect();
+            Some((batch, ingestor.apply(changes).await))
+        })
+        .buffered(options.concurrency.max(1));
+    while let Some(outcome) = outcomes.next().await {
+        let Some((batch, result)) = outcome else {
+            summary.interrupted = true;
+            continue;
+        };
+        match result {
+            Ok(report) => {
+                summary.skipped += report.unchanged.len();
+                summary.indexed.extend(report.indexed);
+                summary.failed.extend(report.skipped.into_iter().map(|s| Failure { key: s.key, reason: s.reason }));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, objects = batch.len(), "batch failed after retries");
+                let reason = e.to_string();
+                summary.failed.extend(batch.iter().map(|o| Failure { key: o.key.clone(), reason: reason.clone() }));
+            }
+        }
+        progress.advance(batch.len() as u64);
+    }
+    progress.finish();
+    Ok(summary)
+}
+
+/// Drops the objects already indexed with the same ETag (counted as skipped), in pages.
+async fn not_indexed(
+    ingestor: &Ingestor,
+    bucket: &str,
+    listed: Vec<ListedObject>,
+    summary: &mut BackfillSummary,
+    progress: &dyn Progress,
+) -> Result<Vec<ListedObject>, BulkError> {
+    let mut todo = Vec::new();
+    for page in listed.chunks(500) {
+        let ids: Vec<String> = page.iter().map(|o| record_id(bucket, &o.key)).collect();
+        let indexed = retry(&ingestor.retry, "etag lookup", || ingestor.index.etags(&ids)).await?;
+        for (object, id) in page.iter().zip(&ids) {
+            if indexed.get(id).is_some_and(|etag| *etag == object.etag) {
+                summary.skipped += 1;
+                progress.advance(1);
+            } else {
+                todo.push(object.clone());
+            }
+        }
+    }
+    Ok(todo)
+}
+
+/// How the index differs from the bucket.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Differences {
+    /// Indexed, but the object is gone.
+    pub stale: Vec<IndexedObject>,
+    /// In the bucket, not indexed.
+    pub missing: Vec<ListedObject>,
+    /// Indexed with another ETag: the object was overwritten and the event lost.
+    pub outdated: Vec<ListedObject>,
+}
+
+/// Compares a bucket listing with the index entries of the same bucket and prefix.
+pub fn differences(listed: &[ListedObject], indexed: &[IndexedObject]) -> Differences {
+    let by_key: HashMap<&str, &IndexedObject> = indexed.iter().map(|o| (o.key.as_str(), o)).collect();
+    let in_bucket: BTreeMap<&str, &ListedObject> = listed.iter().map(|o| (o.key.as_str(), o)).collect();
+    let mut diff = Differences::default();
+    for object in listed {
+        match by_key.get(object.key.as_str()) {
+            None => diff.missing.push(object.clone()),
+            Some(entry) if entry.etag != object.etag => diff.outdated.push(object.clone()),
+            Some(_) => {}
+        }
+    }
+    diff.stale = indexed.iter().filter(|o| !in_bucket.contains_key(o.key.as_str())).cloned().collect();
+    diff.stale.sort_by(|a, b| a.key.cmp(&b.key));
+    diff
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct ReconcileReport {
+    pub objects: usize,
+    pub indexed_before: usize,
+    /// Index entries removed because their objects are gone.
+    pub removed: Vec<String>,
+    /// Objects not indexed (or indexed with an old ETag).
+    pub missing: Vec<String>,
+    /// With `fix`: the backfill of the missing objects.
+    pub fixed: Option<BackfillSummary>,
+}
+
+/// Removes index entries whose objects are gone, reports objects missing from the index and,
+/// with `fix`, indexes them.
+pub async fn reconcile(
+    ingestor: &Ingestor,
+    bucket: &str,
+    prefix: &str,
+    fix: bool,
+    options: &BackfillOptions,
+    progress: &dyn Progress,
+    stop: &AtomicBool,
+) -> Result<ReconcileReport, BulkError> {
+    let index: &Arc<dyn VectorIndex> = &ingestor.index;
+    let store: &Arc<dyn ObjectStore> = &ingestor.store;
+    let listed = retry(&ingestor.retry, "list bucket", || store.list(bucket, prefix)).await?;
+    let indexed = retry(&ingestor.retry, "list index", || index.list(bucket, prefix)).await?;
+    let diff = differences(&listed, &indexed);
+    let stale_ids: Vec<String> = diff.stale.iter().map(|o| o.id.clone()).collect();
+    for ids in stale_ids.chunks(500) {
+        retry(&ingestor.retry, "delete", || index.delete(ids)).await?;
+    }
+    let mut report = ReconcileReport {
+        objects: listed.len(),
+        indexed_before: indexed.len(),
+        removed: diff.stale.into_iter().map(|o| o.key).collect(),
+        missing: diff.missing.iter().chain(&diff.outdated).map(|o| o.key.clone()).collect(),
+        fixed: None,
+    };
+    report.missing.sort();
+    if fix && !report.missing.is_empty() {
+        let summary = backfill(ingestor, bucket, prefix, options, progress, stop).await?;
+        report.fixed = Some(summary);
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listed(key: &str, etag: &str) -> ListedObject {
+        ListedObject { key: key.into(), etag: etag.into(), size: 1 }
+    }
+
+    fn indexed(key: &str, etag: &str) -> IndexedObject {
+        IndexedObject { id: record_id("b", key), key: key.into(), etag: etag.into() }
+    }
+
+    #[test]
+    fn differences_find_stale_missing_and_outdated() {
+        let bucket = [listed("a", "1"), listed("b", "2"), listed("c", "3")];
+        let index = [indexed("a", "1"), indexed("b", "old"), indexed("gone", "9")];
+        let diff = differences(&bucket, &index);
+        assert_eq!(diff.stale, vec![indexed("gone", "9")]);
+        assert_eq!(diff.missing, vec![listed("c", "3")]);
+        assert_eq!(diff.outdated, vec![listed("b", "2")]);
+        assert_eq!(
+            differences(&bucket, &[indexed("a", "1"), indexed("b", "2"), indexed("c", "3")]),
+            Differences::default()
+        );
+    }
+}
