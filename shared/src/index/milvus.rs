@@ -22,8 +22,8 @@ use super::{ImageHit, ImageRecord, IndexError, IndexedObject, SearchFilter, Sear
 use crate::config::MilvusConfig;
 
 const VECTOR: &str = "vector";
-const OUTPUT_FIELDS: [&str; 9] =
-    ["id", "bucket", "key", "size", "etag", "content_type", "last_modified", "width", "height"];
+const OUTPUT_FIELDS: [&str; 10] =
+    ["id", "bucket", "key", "size", "etag", "content_type", "last_modified", "width", "height", "indexed_at"];
 /// Milvus caps one query's `offset + limit`; listing splits larger sets by id prefix.
 const QUERY_LIMIT: usize = 16_384;
 
@@ -300,24 +300,20 @@ impl VectorIndex for MilvusIndex {
         let mut hits = Vec::new();
         for result in response.results().iter() {
             for row in result.rows().map_err(classify)? {
-                let text = |f: &str| row.get_str(f).map(str::to_string).map_err(classify);
-                let int = |f: &str| row.get_i64(f).map_err(classify);
-                let vector = match query.with_vectors {
-                    true => Some(row.get_float_vector(VECTOR).map_err(classify)?.to_vec()),
-                    false => None,
-                };
+                let score = row.get_f32("score").map_err(classify)?;
+                let record = record_from_row(&row, query.with_vectors)?;
                 hits.push(ImageHit {
-                    id: text("id")?,
-                    score: row.get_f32("score").map_err(classify)?,
-                    bucket: text("bucket")?,
-                    key: text("key")?,
-                    size: int("size")?,
-                    etag: text("etag")?,
-                    content_type: text("content_type")?,
-                    last_modified_ms: int("last_modified")?,
-                    width: int("width")?,
-                    height: int("height")?,
-                    vector,
+                    id: record.id,
+                    score,
+                    bucket: record.bucket,
+                    key: record.key,
+                    size: record.size,
+                    etag: record.etag,
+                    content_type: record.content_type,
+                    last_modified_ms: record.last_modified_ms,
+                    width: record.width,
+                    height: record.height,
+                    vector: query.with_vectors.then_some(record.vector),
                 });
             }
         }
@@ -328,7 +324,7 @@ impl VectorIndex for MilvusIndex {
     async fn records_with_key(&self, key: &str) -> Result<Vec<ImageRecord>, IndexError> {
         let client = self.client().await?;
         let mut fields: Vec<&str> = OUTPUT_FIELDS.to_vec();
-        fields.extend(["indexed_at", VECTOR]);
+        fields.push(VECTOR);
         let request = QueryRequest::builder()
             .collection_name(self.collection.as_str())
             .filter(format!("key == \"{}\"", escape(key)))
@@ -338,21 +334,7 @@ impl VectorIndex for MilvusIndex {
         let response = client.query(request).await.map_err(classify)?;
         let mut records = Vec::new();
         for row in response.results().rows().map_err(classify)? {
-            let text = |f: &str| row.get_str(f).map(str::to_string).map_err(classify);
-            let int = |f: &str| row.get_i64(f).map_err(classify);
-            records.push(ImageRecord {
-                id: text("id")?,
-                bucket: text("bucket")?,
-                key: text("key")?,
-                size: int("size")?,
-                etag: text("etag")?,
-                content_type: text("content_type")?,
-                last_modified_ms: int("last_modified")?,
-                width: int("width")?,
-                height: int("height")?,
-                indexed_at_ms: int("indexed_at")?,
-                vector: row.get_float_vector(VECTOR).map_err(classify)?.to_vec(),
-            });
+            records.push(record_from_row(&row, true)?);
         }
         records.sort_by(|a, b| a.bucket.cmp(&b.bucket));
         Ok(records)
@@ -413,6 +395,28 @@ impl VectorIndex for MilvusIndex {
         }
         Ok(count)
     }
+}
+
+/// A record from a row with [`OUTPUT_FIELDS`] (and the vector when `with_vector`; empty otherwise).
+fn record_from_row(row: &ResultRow<'_>, with_vector: bool) -> Result<ImageRecord, IndexError> {
+    let text = |f: &str| row.get_str(f).map(str::to_string).map_err(classify);
+    let int = |f: &str| row.get_i64(f).map_err(classify);
+    Ok(ImageRecord {
+        id: text("id")?,
+        bucket: text("bucket")?,
+        key: text("key")?,
+        size: int("size")?,
+        etag: text("etag")?,
+        content_type: text("content_type")?,
+        last_modified_ms: int("last_modified")?,
+        width: int("width")?,
+        height: int("height")?,
+        indexed_at_ms: int("indexed_at")?,
+        vector: match with_vector {
+            true => row.get_float_vector(VECTOR).map_err(classify)?.to_vec(),
+            false => Vec::new(),
+        },
+    })
 }
 
 /// Connection trouble is transient (retry); whatever the server refuses is not.
