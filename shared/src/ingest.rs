@@ -99,6 +99,13 @@ fn refused_content_type(content_type: Option<&str>) -> Option<String> {
     (!plausible).then(|| format!("content type {ct} is not an image"))
 }
 
+/// The uploader's image type in the form search filters compare with: lower case, no parameters
+/// (`Image/JPEG; q=1` → `image/jpeg`). `None` when it is not an image type (the sniffed format is used).
+fn stored_content_type(content_type: Option<&str>) -> Option<String> {
+    let essence = content_type?.split(';').next()?.trim().to_ascii_lowercase();
+    essence.starts_with("image/").then_some(essence)
+}
+
 pub struct Ingestor {
     pub embedder: Arc<dyn ImageEmbedder>,
     pub store: Arc<dyn ObjectStore>,
@@ -199,9 +206,7 @@ impl Ingestor {
                             key: key.clone(),
                             size: object.size as i64,
                             etag: object.etag,
-                            content_type: object
-                                .content_type
-                                .filter(|c| c.starts_with("image/"))
+                            content_type: stored_content_type(object.content_type.as_deref())
                                 .unwrap_or_else(|| embedding.format.mime_type().to_string()),
                             last_modified_ms: object.last_modified_ms.unwrap_or(0),
                             width: embedding.width as i64,
@@ -346,6 +351,14 @@ mod tests {
 
     fn created(key: &str, etag: Option<&str>) -> ObjectChange {
         ObjectChange::Created { bucket: "b".into(), key: key.into(), etag: etag.map(str::to_string) }
+    }
+
+    #[test]
+    fn stored_content_types_are_lower_case_without_parameters() {
+        assert_eq!(stored_content_type(Some("Image/PNG")).as_deref(), Some("image/png"));
+        assert_eq!(stored_content_type(Some("image/jpeg; charset=binary")).as_deref(), Some("image/jpeg"));
+        assert_eq!(stored_content_type(Some("application/octet-stream")), None);
+        assert_eq!(stored_content_type(None), None);
     }
 
     #[test]
