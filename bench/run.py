@@ -58,6 +58,10 @@ def main():
     ap.add_argument("--python", required=True)
     ap.add_argument("--bench-bin", required=True)
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--stack-env", type=Path, required=True)
+    ap.add_argument("--vectors", type=int, required=True)
+    ap.add_argument("--calls", type=int, required=True)
+    ap.add_argument("--int8-model", type=Path, required=True)
     a = ap.parse_args()
     common = [a.model, a.threads, a.iters]
     ref = [a.python, ROOT / "bench" / "python_ref.py"]
@@ -86,9 +90,26 @@ def main():
     report["bare"], _ = run([a.bench_bin, "bare", *common])
     print("init", file=sys.stderr)
     report["init"], _ = run([a.bench_bin, "init", *common])
+    release = ROOT / "target" / "release"
+    for function in ("ingest", "search"):
+        report["init"][f"{function}_process_start_to_ready"], _ = run([a.bench_bin, "init-process", *common, release / function])
+    print("int8 model", file=sys.stderr)
+    int8 = [a.int8_model, a.threads, a.iters]
+    photos = sorted(str(p) for p in (a.inputs / "photo512").iterdir())
+    fixtures = sorted(str(p) for p in (ROOT / "tests" / "fixtures" / "images").iterdir())
+    report["int8"] = {
+        "images_photo512": run([a.bench_bin, "images", *int8, *photos])[0],
+        "texts": run([a.bench_bin, "texts", *int8, queries])[0],
+        "cosine_to_fp32": run([a.bench_bin, "cosine", *common, a.int8_model, queries, *fixtures])[0],
+        "model_mb": {t: round((a.int8_model / t / "model.onnx").stat().st_size / 2**20, 1) for t in ("visual", "textual")},
+    }
+    print(f"search handler over {a.vectors} vectors, {a.calls} queries", file=sys.stderr)
+    report["search_handler"], _ = run([a.bench_bin, "search", a.model, a.threads, a.calls, a.stack_env, queries, a.vectors])
+    print("ingest per image", file=sys.stderr)
+    ingest_files = sorted(str(p) for p in (a.inputs / "jpeg12mp").iterdir())
+    report["ingest_per_image"], _ = run([a.bench_bin, "ingest", *common, a.stack_env, *ingest_files])
 
     model_bytes = {t: (a.model / t / "model.onnx").stat().st_size for t in ("visual", "textual")}
-    release = ROOT / "target" / "release"
     report["sizes"] = {
         "model_mb": {t: round(b / 2**20, 1) for t, b in model_bytes.items()},
         "binary_mb": {f: round((release / f).stat().st_size / 2**20, 1) for f in ("ingest", "search")},
@@ -108,6 +129,16 @@ def main():
     ratios["text: time over bare ORT"] = med(rust_text["batch1"]) / med(report["bare"]["text_batch1"])
     ratios["init image tower: over bare session"] = med(report["init"]["image_tower_load"]) / med(report["init"]["bare_session_image"])
     ratios["init text tower: over bare session"] = med(report["init"]["text_tower_load"]) / med(report["init"]["bare_session_text"])
+    q = report["int8"]
+    ratios["int8 image path photo512 batch8: speed-up over fp32"] = med(images["photo512"]["rust"]["batch8"]) / med(q["images_photo512"]["batch8"])
+    ratios["int8 text path: speed-up over fp32"] = med(rust_text["batch1"]) / med(q["texts"]["batch1"])
+    ratios["int8 worst cosine to fp32, fixture images"] = q["cosine_to_fp32"]["images"]["min"]
+    ratios["int8 worst cosine to fp32, queries"] = q["cosine_to_fp32"]["texts"]["min"]
+    i = report["init"]
+    ratios["init ingest function, process start to ready: over bare image session"] = med(i["ingest_process_start_to_ready"]) / med(i["bare_session_image"])
+    ratios["init search function, process start to ready: over bare text session"] = med(i["search_process_start_to_ready"]) / med(i["bare_session_text"])
+    sh = report["search_handler"]
+    ratios["search handler p50 over (bare text inference + Milvus search) p50"] = sh["handler"]["p50_ms"] / (med(report["bare"]["text_batch1"]) + sh["milvus_search"]["p50_ms"])
     budget = model_bytes["visual"] / 2**20 + 100
     ratios["peak RSS image path (jpeg12mp) over visual model + 100 MB"] = images["jpeg12mp"]["rust_peak_rss_mb"] / budget
     report["ratios"] = {k: round(v, 3) for k, v in ratios.items()}
@@ -131,7 +162,7 @@ def markdown(r):
         "| comparison | ratio |",
         "|---|---|",
     ]
-    lines += [f"| {k} | {v:.2f}× |" for k, v in r["ratios"].items()]
+    lines += [f"| {k} | {v:.4f} |" if "cosine" in k else f"| {k} | {v:.2f}× |" for k, v in r["ratios"].items()]
     lines += ["", "## Image path, ms per image: median (min–max)", "",
               "| inputs | Rust batch 1 | Rust batch 8 | Rust batch 8, full JPEG decode | Python batch 1 | Python batch 8 | Rust decode+preprocess | Python decode+preprocess | peak RSS Rust / Python (MB) |",
               "|---|---|---|---|---|---|---|---|---|"]
@@ -152,6 +183,29 @@ def markdown(r):
     lines += ["", "## Init, ms", "", "| | image | text |", "|---|---|---|",
               f"| bare session creation | {fmt(i['bare_session_image'])} | {fmt(i['bare_session_text'])} |",
               f"| tower load (config, tokenizer, session, checks) | {fmt(i['image_tower_load'])} | {fmt(i['text_tower_load'])} |"]
+    p = lambda x: f"{x['p50_ms']:.2f} / {x['p95_ms']:.2f} / {x['p99_ms']:.2f} ({x['min_ms']:.2f}–{x['max_ms']:.2f})"
+    lines += [f"| function from process start to ready (runtime API) | {fmt(i['ingest_process_start_to_ready'])} (ingest) | {fmt(i['search_process_start_to_ready'])} (search) |"]
+    sh = r["search_handler"]
+    lines += ["", f"## Search handler over {sh['vectors']} vectors in Milvus Lite, k = {sh['k']}, {sh['handler']['calls']} queries, ms", "",
+              "| stage | p50 / p95 / p99 (min–max) |", "|---|---|",
+              f"| handler end to end (shared::api::handle) | {p(sh['handler'])} |",
+              f"| tokenize | {p(sh['tokenize'])} |", f"| text inference | {p(sh['infer'])} |",
+              f"| Milvus search | {p(sh['milvus_search'])} |", f"| presign 10 URLs | {p(sh['presign_10'])} |"]
+    ing = r["ingest_per_image"]
+    lines += ["", f"## Ingest per image ({ing['images']} phone JPEGs, 12 MP, one at a time), ms", "",
+              "| stage | p50 (min–max) |", "|---|---|"]
+    lines += [f"| {name} | {ing[key]['p50_ms']:.2f} ({ing[key]['min_ms']:.2f}–{ing[key]['max_ms']:.2f}) |" for name, key in (
+        ("S3 GetObject (SeaweedFS)", "get"), ("decode (reduced JPEG)", "decode"), ("preprocess (resize, crop)", "preprocess"),
+        ("inference", "infer"), ("Milvus upsert", "upsert"), ("the use case for one object (Ingestor::apply)", "use_case"))]
+    q = r["int8"]
+    c = q["cosine_to_fp32"]
+    lines += ["", "## int8 (dynamic quantization, bench/quantize.py) vs fp32", "",
+              "| | fp32 | int8 |", "|---|---|---|",
+              f"| image path photo512 batch 8, ms per image | {fmt(r['images']['photo512']['rust']['batch8'])} | {fmt(q['images_photo512']['batch8'])} |",
+              f"| text path, ms per query | {fmt(r['texts']['rust']['batch1'])} | {fmt(q['texts']['batch1'])} |",
+              f"| visual / textual model, MB | {r['sizes']['model_mb']['visual']} / {r['sizes']['model_mb']['textual']} | {q['model_mb']['visual']} / {q['model_mb']['textual']} |",
+              f"| cosine to fp32, {c['images']['count']} fixture images: worst (mean) | | {c['images']['min']:.4f} ({c['images']['mean']:.4f}), worst {Path(c['images']['worst']).name} |",
+              f"| cosine to fp32, {c['texts']['count']} queries: worst (mean) | | {c['texts']['min']:.4f} ({c['texts']['mean']:.4f}) |"]
     s = r["sizes"]
     lines += ["", "## Sizes, MB", "", "| | ingest | search |", "|---|---|---|",
               f"| release binary | {s['binary_mb']['ingest']} | {s['binary_mb']['search']} |",

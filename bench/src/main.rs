@@ -7,8 +7,14 @@
 //! clip-bench texts   MODEL_DIR THREADS ITERS QUERIES   project text path (QUERIES: one per line)
 //! clip-bench bare    MODEL_DIR THREADS ITERS           bare ORT: pre-made tensors / token ids, batch 1 and 8
 //! clip-bench init    MODEL_DIR THREADS ITERS           session creation: bare ORT vs each tower's loader
+//! clip-bench init-process MODEL_DIR THREADS ITERS BIN   a Lambda binary's cold start, to its first runtime API call
+//! clip-bench cosine  MODEL_DIR THREADS ITERS OTHER_MODEL QUERIES FILE...    embeddings of two models compared (int8 vs fp32)
+//! clip-bench search  MODEL_DIR THREADS CALLS STACK_ENV QUERIES VECTORS   the search handler over VECTORS indexed images
+//! clip-bench ingest  MODEL_DIR THREADS ITERS STACK_ENV FILE...            the ingest path per image, stage by stage
 
-use std::path::PathBuf;
+mod services;
+
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use std::borrow::Cow;
@@ -20,7 +26,7 @@ use shared::embedder::onnx::{build_session, RuntimeOptions};
 use shared::embedder::{ClipImageEncoder, ClipTextEncoder, ImageEmbedder, ModelBundle, TextEmbedder};
 
 /// Median, min and max of repeated measurements, in milliseconds.
-fn stats(mut samples: Vec<f64>) -> Value {
+pub(crate) fn stats(mut samples: Vec<f64>) -> Value {
     samples.sort_by(f64::total_cmp);
     let n = samples.len();
     let median = if n % 2 == 1 { samples[n / 2] } else { (samples[n / 2 - 1] + samples[n / 2]) / 2.0 };
@@ -40,7 +46,7 @@ fn time(iters: usize, per: usize, mut f: impl FnMut()) -> Value {
     stats(samples)
 }
 
-fn runtime(threads: usize) -> RuntimeOptions {
+pub(crate) fn runtime(threads: usize) -> RuntimeOptions {
     RuntimeOptions { dylib_path: std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from), intra_threads: Some(threads) }
 }
 
@@ -148,10 +154,43 @@ fn init(model: &ModelBundle, threads: usize, iters: usize) -> Value {
     })
 }
 
+/// Cosine between the two models' embeddings of each file and each query: how much quantization changes them.
+fn cosine(model: &ModelBundle, other: &ModelBundle, threads: usize, queries: &[String], files: &[String]) -> Value {
+    let summary = |pairs: Vec<(String, f32)>| {
+        let worst = pairs.iter().min_by(|a, b| a.1.total_cmp(&b.1)).expect("inputs");
+        let mean = pairs.iter().map(|p| p.1 as f64).sum::<f64>() / pairs.len() as f64;
+        json!({"count": pairs.len(), "min": worst.1, "mean": mean, "worst": worst.0})
+    };
+    let rt = runtime(threads);
+    let (a, b) = (
+        ClipImageEncoder::load(model, &rt, 200_000_000).unwrap(),
+        ClipImageEncoder::load(other, &rt, 200_000_000).unwrap(),
+    );
+    let images = files
+        .iter()
+        .filter_map(|f| {
+            let bytes = std::fs::read(f).unwrap();
+            let x = a.embed_images(&[&bytes]).unwrap().remove(0).ok()?;
+            let y = b.embed_images(&[&bytes]).unwrap().remove(0).ok()?;
+            Some((f.clone(), shared::embedder::cosine(&x.vector, &y.vector)))
+        })
+        .collect();
+    let (a, b) = (ClipTextEncoder::load(model, &rt).unwrap(), ClipTextEncoder::load(other, &rt).unwrap());
+    let texts = queries
+        .iter()
+        .map(|q| (q.clone(), shared::embedder::cosine(&a.embed_text(q).unwrap(), &b.embed_text(q).unwrap())))
+        .collect();
+    json!({"images": summary(images), "texts": summary(texts)})
+}
+
+fn tokio_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime")
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let usage =
-        "usage: clip-bench images|images-full-decode|texts|bare|init MODEL_DIR THREADS ITERS [FILES...|QUERIES]";
+        "usage: clip-bench images|images-full-decode|texts|bare|init|init-process|search|ingest MODEL_DIR THREADS ITERS ...";
     let [command, model, threads, iters, rest @ ..] = args.as_slice() else { panic!("{usage}") };
     let model = ModelBundle::open(model).expect("model bundle");
     let threads: usize = threads.parse().expect(usage);
@@ -165,6 +204,22 @@ fn main() {
         }
         "bare" => bare(&model, threads, iters),
         "init" => init(&model, threads, iters),
+        "cosine" => {
+            let other = ModelBundle::open(&rest[0]).expect("other model bundle");
+            let queries: Vec<String> = std::fs::read_to_string(&rest[1]).unwrap().lines().map(str::to_string).collect();
+            cosine(&model, &other, threads, &queries, &rest[2..])
+        }
+        "init-process" => services::init_process(Path::new(&rest[0]), model.root(), threads, iters),
+        "search" => {
+            let queries: Vec<String> = std::fs::read_to_string(&rest[1]).unwrap().lines().map(str::to_string).collect();
+            let stack = services::Stack::read(Path::new(&rest[0]));
+            let vectors: usize = rest[2].parse().expect(usage);
+            tokio_runtime().block_on(services::search(&model, threads, iters, vectors, &stack, &queries))
+        }
+        "ingest" => {
+            let stack = services::Stack::read(Path::new(&rest[0]));
+            tokio_runtime().block_on(services::ingest(&model, threads, &rest[1..], &stack))
+        }
         _ => panic!("{usage}"),
     };
     println!("{result}");

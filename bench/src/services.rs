@@ -1,0 +1,324 @@
+//! Timings that need the local stack's services (Milvus Lite, SeaweedFS): the search handler end
+//! to end over a collection of 10,000 vectors, and the ingest path per image, stage by stage.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lambda_http::RequestExt;
+use serde_json::{json, Value};
+use shared::config::{MilvusConfig, S3Config};
+use shared::embedder::decode::decode_rgb_reduced;
+use shared::embedder::{
+    ClipImageEncoder, ClipTextEncoder, ImageEmbedder, ModelBundle, TextEmbedder, DEFAULT_JPEG_REDUCTION_MARGIN,
+};
+use shared::index::{record_id, ImageRecord, MilvusIndex, SearchQuery, VectorIndex};
+use shared::search::Searcher;
+use shared::store::{ObjectStore, S3Store};
+
+use crate::runtime;
+
+/// Percentiles of per-call milliseconds.
+pub fn percentiles(mut samples: Vec<f64>) -> Value {
+    samples.sort_by(f64::total_cmp);
+    let at = |p: f64| samples[((samples.len() - 1) as f64 * p).round() as usize];
+    json!({"p50_ms": at(0.50), "p95_ms": at(0.95), "p99_ms": at(0.99), "min_ms": samples[0],
+           "max_ms": samples[samples.len() - 1], "calls": samples.len()})
+}
+
+fn ms(start: Instant) -> f64 {
+    start.elapsed().as_secs_f64() * 1000.0
+}
+
+pub struct Stack(HashMap<String, String>);
+
+impl Stack {
+    pub fn read(path: &Path) -> Stack {
+        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        Stack(
+            text.lines()
+                .filter(|l| !l.starts_with('#'))
+                .filter_map(|l| l.split_once('='))
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                .collect(),
+        )
+    }
+
+    fn get(&self, name: &str) -> &str {
+        self.0.get(name).unwrap_or_else(|| panic!("{name} missing from stack.env"))
+    }
+
+    async fn s3(&self) -> S3Store {
+        let credentials = aws_sdk_s3::config::Credentials::new(
+            self.get("AWS_ACCESS_KEY_ID"),
+            self.get("AWS_SECRET_ACCESS_KEY"),
+            None,
+            None,
+            "stack",
+        );
+        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new(self.get("AWS_REGION").to_string()))
+            .credentials_provider(credentials)
+            .endpoint_url(self.get("AWS_ENDPOINT_URL_S3"))
+            .load()
+            .await;
+        S3Store::from_sdk_config(&config, &S3Config { force_path_style: true })
+    }
+
+    async fn milvus(&self, collection: &str, dim: usize) -> MilvusIndex {
+        let config = MilvusConfig {
+            uri: self.get("MILVUS_URI").to_string(),
+            token: Some(self.get("MILVUS_TOKEN").to_string()),
+            token_secret_arn: None,
+            collection: collection.to_string(),
+            timeout: Duration::from_secs(30),
+        };
+        MilvusIndex::new(&config, config.token.clone(), dim).await.expect("milvus client")
+    }
+}
+
+/// A deterministic unit vector (xorshift), so runs index the same data.
+fn random_unit(seed: u64, dim: usize) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut v: Vec<f32> = (0..dim)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        })
+        .collect();
+    shared::embedder::l2_normalize(&mut v);
+    v
+}
+
+/// The search handler (`shared::api::handle`, as the Lambda runs it) over `vectors` indexed
+/// images, `calls` queries, k = 10; each stage timed on its own for the breakdown.
+pub async fn search(
+    model: &ModelBundle,
+    threads: usize,
+    calls: usize,
+    vectors: usize,
+    stack: &Stack,
+    queries: &[String],
+) -> Value {
+    let encoder = Arc::new(ClipTextEncoder::load(model, &runtime(threads)).expect("text tower"));
+    let dim = encoder.dim();
+    let collection = format!("bench_search_{}", std::process::id());
+    let index = Arc::new(stack.milvus(&collection, dim).await);
+    let bucket = stack.get("STACK_BUCKET").to_string();
+    let started = Instant::now();
+    for chunk in (0..vectors).collect::<Vec<_>>().chunks(1000) {
+        let records: Vec<ImageRecord> = chunk
+            .iter()
+            .map(|&i| {
+                let key = format!("bench/{i:05}.jpg");
+                ImageRecord {
+                    id: record_id(&bucket, &key),
+                    bucket: bucket.clone(),
+                    key,
+                    size: 100_000,
+                    etag: format!("{i:032x}"),
+                    content_type: "image/jpeg".into(),
+                    last_modified_ms: 1_700_000_000_000 + i as i64,
+                    width: 4032,
+                    height: 3024,
+                    indexed_at_ms: 0,
+                    vector: random_unit(i as u64, dim),
+                }
+            })
+            .collect();
+        index.upsert(&records).await.expect("upsert");
+    }
+    let load_ms = ms(started);
+    let store = Arc::new(stack.s3().await);
+    let searcher = Searcher {
+        embedder: encoder.clone(),
+        index: index.clone(),
+        store: store.clone(),
+        url_ttl: Duration::from_secs(900),
+        model_name: "bench".into(),
+        collection: collection.clone(),
+    };
+    let query = |i: usize| queries[i % queries.len()].as_str();
+    // Warm-up: the first search loads the collection and the first inference allocates.
+    for i in 0..3 {
+        shared::api::handle(&searcher, request(query(i))).await;
+    }
+    let mut handler = Vec::new();
+    let (mut tokenize, mut infer, mut milvus, mut presign) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for i in 0..calls {
+        let q = query(i);
+        let start = Instant::now();
+        let response = shared::api::handle(&searcher, request(q)).await;
+        handler.push(ms(start));
+        assert_eq!(response.status(), 200, "search failed: {:?}", response.body());
+
+        let start = Instant::now();
+        let tokens = encoder.tokenize(q).expect("tokenize");
+        tokenize.push(ms(start));
+        let start = Instant::now();
+        let vector = encoder.embed_tokens(&[tokens]).expect("infer").remove(0);
+        infer.push(ms(start));
+        let start = Instant::now();
+        let hits = index.search(&SearchQuery::top(&vector, 10)).await.expect("search");
+        milvus.push(ms(start));
+        let start = Instant::now();
+        for hit in &hits {
+            store.presign_get(&hit.bucket, &hit.key, Duration::from_secs(900)).await.expect("presign");
+        }
+        presign.push(ms(start));
+    }
+    index.drop_collection().await.expect("drop");
+    json!({
+        "vectors": vectors, "k": 10, "insert_ms": load_ms,
+        "handler": percentiles(handler), "tokenize": percentiles(tokenize), "infer": percentiles(infer),
+        "milvus_search": percentiles(milvus), "presign_10": percentiles(presign),
+    })
+}
+
+fn request(q: &str) -> lambda_http::Request {
+    let mut query = HashMap::new();
+    query.insert("q".to_string(), q.to_string());
+    query.insert("k".to_string(), "10".to_string());
+    lambda_http::http::Request::builder()
+        .method("GET")
+        .uri("/search")
+        .body(lambda_http::Body::Empty)
+        .expect("request")
+        .with_raw_http_path("/search")
+        .with_query_string_parameters(query)
+}
+
+/// The ingest path per image: S3 GetObject, decode, preprocess (resize, crop), inference, upsert;
+/// and the whole use case (`Ingestor::apply` on one object) for comparison.
+pub async fn ingest(model: &ModelBundle, threads: usize, files: &[String], stack: &Stack) -> Value {
+    let encoder = Arc::new(
+        ClipImageEncoder::load(model, &runtime(threads), 200_000_000)
+            .expect("visual tower")
+            .with_reduced_jpeg(Some(DEFAULT_JPEG_REDUCTION_MARGIN)),
+    );
+    let store = Arc::new(stack.s3().await);
+    let bucket = format!("bench-ingest-{}", std::process::id());
+    store.client().create_bucket().bucket(&bucket).send().await.expect("create bucket");
+    let mut keys = Vec::new();
+    for (i, file) in files.iter().enumerate() {
+        let key = format!("{i:03}-{}", Path::new(file).file_name().unwrap().to_string_lossy());
+        let body = std::fs::read(file).expect("input");
+        store.client().put_object().bucket(&bucket).key(&key).body(body.into()).send().await.expect("put");
+        keys.push(key);
+    }
+    let index =
+        Arc::new(stack.milvus(&format!("bench_ingest_{}", std::process::id()), ImageEmbedder::dim(&*encoder)).await);
+    index.count().await.expect("collection ready");
+    let cfg = encoder.preprocessor().config().clone();
+    let min_side = (cfg.height.min(cfg.width) as f32 * DEFAULT_JPEG_REDUCTION_MARGIN).ceil() as u32;
+    let (mut get, mut decode, mut preprocess, mut infer, mut upsert) = (vec![], vec![], vec![], vec![], vec![]);
+    for key in &keys {
+        let start = Instant::now();
+        let object = store.get(&bucket, key, u64::MAX).await.expect("get");
+        get.push(ms(start));
+        let start = Instant::now();
+        let decoded = decode_rgb_reduced(&object.bytes, 200_000_000, Some(min_side)).expect("decode");
+        decode.push(ms(start));
+        let start = Instant::now();
+        let fitted = encoder.preprocessor().fit(&decoded.rgb);
+        preprocess.push(ms(start));
+        let prepared = shared::embedder::PreparedImage {
+            fitted,
+            width: decoded.width,
+            height: decoded.height,
+            format: decoded.format,
+        };
+        let start = Instant::now();
+        let vector = encoder.embed_prepared(std::slice::from_ref(&prepared)).expect("infer").remove(0);
+        infer.push(ms(start));
+        let record = ImageRecord {
+            id: record_id(&bucket, key),
+            bucket: bucket.clone(),
+            key: key.clone(),
+            size: object.size as i64,
+            etag: object.etag.clone(),
+            content_type: "image/jpeg".into(),
+            last_modified_ms: object.last_modified_ms.unwrap_or(0),
+            width: decoded.width as i64,
+            height: decoded.height as i64,
+            indexed_at_ms: 0,
+            vector,
+        };
+        let start = Instant::now();
+        index.upsert(&[record]).await.expect("upsert");
+        upsert.push(ms(start));
+    }
+    // The use case end to end, one object per call (as for one S3 record), after dropping the records above.
+    let ids: Vec<String> = keys.iter().map(|k| record_id(&bucket, k)).collect();
+    index.delete(&ids).await.expect("delete");
+    let ingestor = shared::ingest::Ingestor {
+        embedder: encoder.clone(),
+        store: store.clone(),
+        index: index.clone(),
+        config: shared::config::IngestConfig { max_object_bytes: u64::MAX, retry_attempts: 1 },
+        retry: shared::retry::RetryPolicy::new(1),
+    };
+    let mut whole = Vec::new();
+    for key in &keys {
+        let change = shared::ingest::ObjectChange::Created { bucket: bucket.clone(), key: key.clone(), etag: None };
+        let start = Instant::now();
+        let report = ingestor.apply(vec![change]).await.expect("ingest");
+        whole.push(ms(start));
+        assert_eq!(report.indexed.len(), 1, "{report:?}");
+    }
+    index.drop_collection().await.expect("drop");
+    for key in &keys {
+        store.client().delete_object().bucket(&bucket).key(key).send().await.expect("delete object");
+    }
+    store.client().delete_bucket().bucket(&bucket).send().await.ok();
+    json!({
+        "images": keys.len(),
+        "get": percentiles(get), "decode": percentiles(decode), "preprocess": percentiles(preprocess),
+        "infer": percentiles(infer), "upsert": percentiles(upsert), "use_case": percentiles(whole),
+    })
+}
+
+/// Cold start of a Lambda binary: from spawning the process to its first `GET .../invocation/next`
+/// on the runtime API, i.e. config read, model loaded, clients built. A listener stands in for the
+/// runtime API; the function is killed once it asks for work.
+pub fn init_process(binary: &Path, model: &Path, threads: usize, iters: usize) -> Value {
+    let samples: Vec<f64> = (0..iters + 1)
+        .map(|_| {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+            let address = listener.local_addr().unwrap().to_string();
+            let start = Instant::now();
+            let mut child = std::process::Command::new(binary)
+                .env_clear()
+                .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+                .env("AWS_LAMBDA_RUNTIME_API", &address)
+                .env("AWS_LAMBDA_FUNCTION_NAME", "bench")
+                .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "2048")
+                .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+                .env("AWS_LAMBDA_LOG_STREAM_NAME", "bench")
+                .env("AWS_LAMBDA_LOG_GROUP_NAME", "bench")
+                .env("AWS_REGION", "us-east-1")
+                .env("AWS_ACCESS_KEY_ID", "bench")
+                .env("AWS_SECRET_ACCESS_KEY", "bench")
+                .env("MODEL_DIR", model)
+                .env("ORT_DYLIB_PATH", std::env::var_os("ORT_DYLIB_PATH").unwrap_or_default())
+                .env("ORT_INTRA_THREADS", threads.to_string())
+                // Milvus is connected lazily, on the first request: nothing listens here.
+                .env("MILVUS_URI", "http://127.0.0.1:9")
+                .env("RUST_LOG", "error")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("start the function");
+            let (_connection, _) = listener.accept().expect("the function calls the runtime API");
+            let elapsed = ms(start);
+            child.kill().ok();
+            child.wait().ok();
+            elapsed
+        })
+        .skip(1) // the first run also pays for the page cache
+        .collect();
+    crate::stats(samples)
+}
