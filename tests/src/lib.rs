@@ -237,3 +237,29 @@ pub async fn put(s3: &S3Store, bucket: &str, key: &str, bytes: Vec<u8>, content_
         .await
         .unwrap_or_else(|e| panic!("put {key}: {e:?}"));
 }
+
+/// `application/x-www-form-urlencoded`, as a browser sends a query string.
+fn form_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            b' ' => "+".to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Replaces an API Gateway request fixture's query string (v2: `rawQueryString`, percent-encoded; v1: the decoded maps).
+pub fn with_query(json: &mut serde_json::Value, params: &[(&str, &str)]) {
+    use serde_json::{json, Map, Value};
+    let map: Map<String, Value> = params.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
+    let raw: Vec<String> = params.iter().map(|(k, v)| format!("{}={}", form_encode(k), form_encode(v))).collect();
+    json["queryStringParameters"] = Value::Object(map);
+    if json.get("rawQueryString").is_some() {
+        json["rawQueryString"] = json!(raw.join("&"));
+    }
+    if json.get("multiValueQueryStringParameters").is_some() {
+        json["multiValueQueryStringParameters"] =
+            params.iter().map(|(k, v)| (k.to_string(), json!([v]))).collect::<Map<_, _>>().into();
+    }
+}

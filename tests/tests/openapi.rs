@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use shared::api::{OPENAPI_JSON, PARAMETERS};
 use shared::ingest::ObjectChange;
 use shared::search::Searcher;
-use tests::{apigw_request, fixture_image, ingestor, put, searcher, unique, Stack};
+use tests::{apigw_request, fixture_image, ingestor, put, searcher, unique, with_query, Stack};
 
 const DIM: usize = 64;
 const METHODS: [&str; 8] = ["get", "put", "post", "delete", "options", "head", "patch", "trace"];
@@ -319,29 +319,6 @@ async fn call(searcher: &Searcher, request: Request) -> Reply {
         _ => String::new(),
     };
     Reply { status: response.status().as_u16(), headers: response.headers().clone(), text }
-}
-
-fn encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
-            b' ' => "+".to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-fn with_query(json: &mut Value, params: &[(&str, &str)]) {
-    let map: serde_json::Map<String, Value> = params.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
-    let raw: Vec<String> = params.iter().map(|(k, v)| format!("{}={}", encode(k), encode(v))).collect();
-    json["queryStringParameters"] = Value::Object(map);
-    if json.get("rawQueryString").is_some() {
-        json["rawQueryString"] = json!(raw.join("&"));
-    }
-    if json.get("multiValueQueryStringParameters").is_some() {
-        json["multiValueQueryStringParameters"] =
-            params.iter().map(|(k, v)| (k.to_string(), json!([v]))).collect::<serde_json::Map<_, _>>().into();
-    }
 }
 
 fn get(params: &[(&str, &str)]) -> Request {

@@ -7,7 +7,7 @@ use lambda_http::{Body, Request, RequestExt};
 use serde_json::{json, Value};
 use shared::index::MilvusIndex;
 use shared::search::Searcher;
-use tests::{apigw_request, fixture_image, ingestor, put, s3_event, searcher, unique, Stack};
+use tests::{apigw_request, fixture_image, ingestor, put, s3_event, searcher, unique, with_query, Stack};
 
 const DIM: usize = 64;
 
@@ -43,19 +43,6 @@ async fn call(searcher: &Searcher, request: Request) -> (u16, Value, lambda_http
         _ => String::new(),
     };
     (status, serde_json::from_str(&body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}")), headers)
-}
-
-fn with_query(json: &mut Value, params: &[(&str, &str)]) {
-    let map: serde_json::Map<String, Value> = params.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
-    let raw: Vec<String> = params.iter().map(|(k, v)| format!("{k}={}", v.replace(' ', "+"))).collect();
-    json["queryStringParameters"] = Value::Object(map);
-    if json.get("rawQueryString").is_some() {
-        json["rawQueryString"] = json!(raw.join("&"));
-    }
-    if json.get("multiValueQueryStringParameters").is_some() {
-        json["multiValueQueryStringParameters"] =
-            params.iter().map(|(k, v)| (k.to_string(), json!([v]))).collect::<serde_json::Map<_, _>>().into();
-    }
 }
 
 #[tokio::test]

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use shared::index::MilvusIndex;
 use shared::ingest::ObjectChange;
 use shared::search::Searcher;
-use tests::{apigw_request, fixture_image, ingestor, put, searcher, unique, Stack};
+use tests::{apigw_request, fixture_image, ingestor, put, searcher, unique, with_query, Stack};
 use tokio::sync::OnceCell;
 
 const DIM: usize = 64;
@@ -132,31 +132,6 @@ async fn call(searcher: &Searcher, request: Request) -> (u16, Value, lambda_http
         _ => String::new(),
     };
     (status, serde_json::from_str(&body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}")), headers)
-}
-
-/// `application/x-www-form-urlencoded`, as a browser sends a query string.
-fn encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
-            b' ' => "+".to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-/// Replaces the fixture's query string (v2: `rawQueryString`, percent-encoded; v1: the decoded maps).
-fn with_query(json: &mut Value, params: &[(&str, &str)]) {
-    let map: serde_json::Map<String, Value> = params.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
-    let raw: Vec<String> = params.iter().map(|(k, v)| format!("{}={}", encode(k), encode(v))).collect();
-    json["queryStringParameters"] = Value::Object(map);
-    if json.get("rawQueryString").is_some() {
-        json["rawQueryString"] = json!(raw.join("&"));
-    }
-    if json.get("multiValueQueryStringParameters").is_some() {
-        json["multiValueQueryStringParameters"] =
-            params.iter().map(|(k, v)| (k.to_string(), json!([v]))).collect::<serde_json::Map<_, _>>().into();
-    }
 }
 
 /// API Gateway v2 (HTTP API) `GET /search?...`.
