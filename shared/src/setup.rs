@@ -4,10 +4,7 @@
 use std::sync::Arc;
 
 use crate::config::{Env, MilvusConfig};
-use crate::embedder::{
-    ClipImageEncoder, ClipTextEncoder, ImageEmbedder, ModelBundle, ModelError, TextEmbedder,
-    DEFAULT_JPEG_REDUCTION_MARGIN,
-};
+use crate::embedder::{ClipImageEncoder, ClipTextEncoder, ModelBundle, ModelError, DEFAULT_JPEG_REDUCTION_MARGIN};
 use crate::index::{IndexError, MilvusIndex};
 use crate::ingest::Ingestor;
 use crate::retry::RetryPolicy;
@@ -124,6 +121,10 @@ pub async fn image_encoder_from_env() -> Result<ClipImageEncoder, SetupError> {
     let env = Env::process();
     let store = S3Store::from_env(&env.s3()?).await;
     let (bundle, config) = open_bundle(&env, &store, Tower::Visual).await?;
+    load_image_encoder(bundle, config).await
+}
+
+async fn load_image_encoder(bundle: ModelBundle, config: crate::Config) -> Result<ClipImageEncoder, SetupError> {
     load_blocking(move || {
         let margin = config.reduced_jpeg_decode.then_some(DEFAULT_JPEG_REDUCTION_MARGIN);
         Ok(ClipImageEncoder::load(&bundle, &config.runtime, config.max_image_pixels)?.with_reduced_jpeg(margin))
@@ -136,40 +137,63 @@ pub async fn text_encoder_from_env() -> Result<(ClipTextEncoder, String), SetupE
     let env = Env::process();
     let store = S3Store::from_env(&env.s3()?).await;
     let (bundle, config) = open_bundle(&env, &store, Tower::Textual).await?;
+    load_text_encoder(bundle, config).await
+}
+
+async fn load_text_encoder(
+    bundle: ModelBundle,
+    config: crate::Config,
+) -> Result<(ClipTextEncoder, String), SetupError> {
     let model_name = bundle.name();
     Ok((load_blocking(move || ClipTextEncoder::load(&bundle, &config.runtime)).await?, model_name))
 }
 
-/// Everything the ingest function needs: visual tower, S3, Milvus.
+/// Everything the ingest function needs: visual tower, S3, Milvus. Milvus connects in the
+/// background while the model loads (CPU, about a second): init never waits for the network,
+/// and the first request usually finds the connection ready.
 pub async fn ingestor_from_env() -> Result<Ingestor, SetupError> {
     let env = Env::process();
     let store = S3Store::from_env(&env.s3()?).await;
-    let embedder = image_encoder_from_env().await?;
-    let (index, _) = milvus(&env, embedder.dim()).await?;
+    let (bundle, config) = open_bundle(&env, &store, Tower::Visual).await?;
+    let (index, _) = milvus(&env, bundle.model_config()?.embed_dim).await?;
+    let index = warm_up_in_background(index);
+    let embedder = load_image_encoder(bundle, config).await?;
     let ingest = env.ingest()?;
     Ok(Ingestor {
         embedder: Arc::new(embedder),
         store: Arc::new(store),
-        index: Arc::new(index),
+        index,
         retry: RetryPolicy::new(ingest.retry_attempts),
         config: ingest,
     })
 }
 
-/// Everything the search function needs: textual tower, Milvus, S3 (for presigning).
+/// Everything the search function needs: textual tower, Milvus, S3 (for presigning); Milvus
+/// connects while the model loads, as in [`ingestor_from_env`].
 pub async fn searcher_from_env() -> Result<Searcher, SetupError> {
     let env = Env::process();
     let store = S3Store::from_env(&env.s3()?).await;
-    let (embedder, model_name) = text_encoder_from_env().await?;
-    let (index, milvus) = milvus(&env, embedder.dim()).await?;
+    let (bundle, config) = open_bundle(&env, &store, Tower::Textual).await?;
+    let (index, milvus) = milvus(&env, bundle.model_config()?.embed_dim).await?;
+    let index = warm_up_in_background(index);
+    let (embedder, model_name) = load_text_encoder(bundle, config).await?;
     Ok(Searcher {
         embedder: Arc::new(embedder),
-        index: Arc::new(index),
+        index,
         store: Arc::new(store),
         url_ttl: env.search()?.url_ttl,
         model_name,
         collection: milvus.collection,
     })
+}
+
+/// Starts connecting to Milvus without waiting for it; a request that comes first waits for
+/// the same connection attempt, and a failed attempt is made again by the next call.
+fn warm_up_in_background(index: MilvusIndex) -> Arc<MilvusIndex> {
+    let index = Arc::new(index);
+    let warming = Arc::clone(&index);
+    tokio::spawn(async move { warming.warm_up().await });
+    index
 }
 
 async fn load_blocking<T: Send + 'static>(

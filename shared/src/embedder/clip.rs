@@ -95,6 +95,9 @@ impl ClipImageEncoder {
             ));
         }
         let dim = output_dim(&session, &model_path, "image", config.embed_dim, bundle)?;
+        if cfg!(target_arch = "x86_64") && !super::decode::jpeg_simd_enabled() {
+            tracing::warn!("the JPEG decoder was built without SIMD (nasm was missing at build time): decoding is about twice as slow");
+        }
         Ok(ClipImageEncoder {
             input_name: input.name().to_string(),
             session: Mutex::new(session),

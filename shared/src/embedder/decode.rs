@@ -137,6 +137,11 @@ pub fn decode_rgb(bytes: &[u8], max_pixels: u64) -> Result<DecodedImage, ImageEr
     decode_rgb_reduced(bytes, max_pixels, None)
 }
 
+/// Whether the JPEG decoder runs libjpeg-turbo's SIMD code (see [`jpeg::simd_enabled`]).
+pub fn jpeg_simd_enabled() -> bool {
+    jpeg::simd_enabled()
+}
+
 /// Like [`decode_rgb`], but a JPEG may be decoded at 1/2, 1/4 or 1/8 scale (libjpeg's DCT
 /// scaling, far cheaper than decoding every pixel and resizing) as long as its short side stays
 /// at least `min_short_side`. Other formats are always decoded at full size.
@@ -302,6 +307,17 @@ mod jpeg {
         Ok((rgb, (full_width, full_height)))
     }
 
+    /// Whether libjpeg-turbo was built with its SIMD code (x86_64: only when `nasm` was on the PATH
+    /// at build time; without it mozjpeg-sys falls back to plain C silently, and decoding is about
+    /// twice as slow). The answer is libjpeg's own: its internal `jsimd_can_idct_islow`.
+    pub fn simd_enabled() -> bool {
+        extern "C" {
+            fn jsimd_can_idct_islow() -> std::os::raw::c_int;
+        }
+        // SAFETY: takes no arguments; it checks the CPU once and reports whether the SIMD IDCT is used.
+        unsafe { jsimd_can_idct_islow() != 0 }
+    }
+
     /// Pillow: Adobe files store CMYK inverted ("CMYK;I"); then R = (255-C)(255-K)/255 with its rounding.
     fn cmyk_to_rgb(cmyk: &[u8], inverted: bool) -> Vec<u8> {
         let mut rgb = Vec::with_capacity(cmyk.len() / 4 * 3);
@@ -359,6 +375,15 @@ mod jpeg {
 
     #[cfg(test)]
     mod tests {
+        #[test]
+        #[cfg(target_arch = "x86_64")]
+        fn the_jpeg_decoder_is_built_with_simd() {
+            assert!(
+                super::simd_enabled(),
+                "libjpeg-turbo was built without SIMD: install nasm, then `cargo clean -p mozjpeg-sys` and rebuild"
+            );
+        }
+
         #[test]
         fn cmyk_formula_matches_pillow() {
             // Pillow 13: Image.new("CMYK", (1, 1), (10, 200, 30, 40)).convert("RGB") == (207, 46, 190)

@@ -85,6 +85,7 @@ static ENVIRONMENT: OnceLock<Result<Environment, RuntimeError>> = OnceLock::new(
 pub fn environment(options: &RuntimeOptions) -> Result<&'static Environment, RuntimeError> {
     ENVIRONMENT
         .get_or_init(|| {
+            return_large_frees_to_the_os();
             let path = locate_library(options.dylib_path.as_deref())?;
             let load = |message: String| RuntimeError::Load { path: path.clone(), message };
             ort::init_from(&path)
@@ -95,6 +96,20 @@ pub fn environment(options: &RuntimeOptions) -> Result<&'static Environment, Run
         })
         .as_ref()
         .map_err(Clone::clone)
+}
+
+/// Makes glibc serve every allocation of 128 KiB or more with its own mapping, returned to the
+/// OS when freed. By default glibc raises that threshold as large blocks are freed, so the
+/// hundreds of megabytes a session load parses and then frees (the protobuf copy of the weights
+/// before ONNX Runtime prepacks them) stay in the heap, fragmented: measured on ViT-B/32, peak RSS
+/// fell from about 600 MB to 416 MB (the model is 335 MB). Inference speed is unchanged; a large
+/// decode buffer now costs its page faults each time (about 10% of a 12 MP JPEG's decode).
+fn return_large_frees_to_the_os() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters; it is called before any model is loaded.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
 }
 
 /// Builds a CPU session for `model`: full graph optimisation, intra-op threads from `options`.

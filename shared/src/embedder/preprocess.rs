@@ -42,8 +42,8 @@ impl Preprocessor {
             ResizeMode::Squash => self.resize(rgb, tw, th),
             ResizeMode::Shortest => {
                 let (nw, nh) = cover_size(w, h, tw, th);
-                let resized = self.resize(rgb, nw, nh);
-                crop(&resized, (nw - tw) / 2, (nh - th) / 2, tw, th)
+                let center = resample::Window { left: (nw - tw) / 2, top: (nh - th) / 2, width: tw, height: th };
+                resample::resize_crop(rgb, (nw, nh), center, self.config.interpolation)
             }
             ResizeMode::Longest => {
                 let ratio = (w as f64 / tw as f64).max(h as f64 / th as f64);
@@ -97,10 +97,6 @@ fn cover_size(w: u32, h: u32, tw: u32, th: u32) -> (u32, u32) {
     }
     let scale = (tw as f64 / w as f64).max(th as f64 / h as f64);
     (((w as f64 * scale).round() as u32).max(tw), ((h as f64 * scale).round() as u32).max(th))
-}
-
-fn crop(rgb: &RgbImage, left: u32, top: u32, width: u32, height: u32) -> RgbImage {
-    image::imageops::crop_imm(rgb, left, top, width, height).to_image()
 }
 
 #[cfg(test)]

@@ -48,6 +48,14 @@ impl MilvusIndex {
         Ok(MilvusIndex { connect, collection: config.collection.clone(), dim, client: OnceCell::new() })
     }
 
+    /// Connects and checks the collection now, so the first request does not pay for it. A failure
+    /// is only logged: the connection is tried again on the next call, where errors are reported.
+    pub async fn warm_up(&self) {
+        if let Err(e) = self.client().await {
+            tracing::warn!(error = %e, collection = %self.collection, "Milvus is not reachable yet; will retry on the first request");
+        }
+    }
+
     pub fn collection(&self) -> &str {
         &self.collection
     }
