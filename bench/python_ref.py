@@ -21,7 +21,7 @@ from tokenizers import Tokenizer  # noqa: E402
 
 def stats(samples):
     samples = sorted(samples)
-    return {"median_ms": statistics.median(samples), "min_ms": samples[0], "max_ms": samples[-1], "runs": len(samples)}
+    return {"median_ms": statistics.median(samples), "min_ms": samples[0], "max_ms": samples[-1], "runs": len(samples), "samples_ms": samples}
 
 
 def timed(iters, per, f):

@@ -10,6 +10,7 @@ import io
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import zipfile
@@ -26,6 +27,15 @@ def run(cmd):
     if status != 0:
         sys.exit(f"benchmark step failed: {' '.join(map(str, cmd))}")
     return json.loads(out), usage.ru_maxrss / 1024.0
+
+
+def merged(results):
+    """One measurement's results from several rounds as one: all samples, and each round's median."""
+    if isinstance(results[0], dict) and "samples_ms" not in results[0]:
+        return {k: merged([r[k] for r in results]) for k in results[0]}
+    samples = sorted(x for r in results for x in r["samples_ms"])
+    return {"median_ms": statistics.median(samples), "min_ms": samples[0], "max_ms": samples[-1], "runs": len(samples),
+            "round_medians_ms": [r["median_ms"] for r in results]}
 
 
 def zipped_size(path):
@@ -55,6 +65,7 @@ def main():
     ap.add_argument("--inputs", type=Path, required=True)
     ap.add_argument("--threads", type=int, required=True)
     ap.add_argument("--iters", type=int, required=True)
+    ap.add_argument("--rounds", type=int, required=True, help="rounds of the side-by-side image and text comparisons")
     ap.add_argument("--python", required=True)
     ap.add_argument("--bench-bin", required=True)
     ap.add_argument("--out", type=Path, required=True)
@@ -65,29 +76,47 @@ def main():
     a = ap.parse_args()
     common = [a.model, a.threads, a.iters]
     ref = [a.python, ROOT / "bench" / "python_ref.py"]
-    report = {"label": a.label, "model": a.model.name, "threads": a.threads, "iterations": a.iters, "machine": machine()}
-
-    images = {}
-    for name in ("photo512", "jpeg12mp", "png1080"):
-        files = sorted(str(p) for p in (a.inputs / name).iterdir())
-        print(f"images: {name} ({len(files)} files)", file=sys.stderr)
-        rust, rust_rss = run([a.bench_bin, "images", *common, *files])
-        full, _ = run([a.bench_bin, "images-full-decode", *common, *files])
-        rust["batch8_full_decode"] = full["batch8"]
-        py, py_rss = run([*ref, "images", *common, *files])
-        images[name] = {"files": len(files), "rust": rust, "python": py, "rust_peak_rss_mb": rust_rss, "python_peak_rss_mb": py_rss}
-    report["images"] = images
+    report = {"label": a.label, "model": a.model.name, "threads": a.threads, "iterations": a.iters, "rounds": a.rounds, "machine": machine()}
 
     queries = ROOT / ".local" / "bench" / "queries.txt"
     queries.parent.mkdir(parents=True, exist_ok=True)
     golden = json.loads((ROOT / "tests" / "fixtures" / "golden" / "texts.json").read_text())
     queries.write_text("\n".join(" ".join(t["text"].split()) for t in golden["texts"]) + "\n")
-    print("texts", file=sys.stderr)
-    rust_text, rust_text_rss = run([a.bench_bin, "texts", *common, queries])
-    py_text, _ = run([*ref, "texts", *common, queries])
-    report["texts"] = {"queries": len(golden["texts"]), "rust": rust_text, "python": py_text, "rust_peak_rss_mb": rust_text_rss}
-    print("bare onnxruntime", file=sys.stderr)
-    report["bare"], _ = run([a.bench_bin, "bare", *common])
+    sets = {name: sorted(str(p) for p in (a.inputs / name).iterdir()) for name in ("photo512", "jpeg12mp", "png1080")}
+
+    # The side-by-side comparisons run in rounds, each round measuring every side once, so that a
+    # slow minute on this noisy machine hits all sides alike; each ratio is then taken per round.
+    rounds = []
+    for r in range(a.rounds):
+        rd = {"images": {}}
+        for name, files in sets.items():
+            print(f"round {r + 1}/{a.rounds}: images {name} ({len(files)} files)", file=sys.stderr)
+            rust, rust_rss = run([a.bench_bin, "images", *common, *files])
+            full, _ = run([a.bench_bin, "images-full-decode", *common, *files])
+            rust["batch8_full_decode"] = full["batch8"]
+            py, py_rss = run([*ref, "images", *common, *files])
+            rd["images"][name] = {"rust": rust, "python": py, "rust_peak_rss_mb": rust_rss, "python_peak_rss_mb": py_rss}
+        print(f"round {r + 1}/{a.rounds}: texts, bare onnxruntime", file=sys.stderr)
+        rd["texts"] = {"rust": run([a.bench_bin, "texts", *common, queries])[0], "python": run([*ref, "texts", *common, queries])[0]}
+        rd["bare"], _ = run([a.bench_bin, "bare", *common])
+        print(f"round {r + 1}/{a.rounds}: int8 model", file=sys.stderr)
+        int8 = [a.int8_model, a.threads, a.iters]
+        rd["int8"] = {"images_photo512": run([a.bench_bin, "images", *int8, *sets["photo512"]])[0],
+                      "texts": run([a.bench_bin, "texts", *int8, queries])[0]}
+        rounds.append(rd)
+    images = {
+        name: {
+            "files": len(files),
+            "rust": merged([rd["images"][name]["rust"] for rd in rounds]),
+            "python": merged([rd["images"][name]["python"] for rd in rounds]),
+            "rust_peak_rss_mb": max(rd["images"][name]["rust_peak_rss_mb"] for rd in rounds),
+            "python_peak_rss_mb": max(rd["images"][name]["python_peak_rss_mb"] for rd in rounds),
+        }
+        for name, files in sets.items()
+    }
+    report["images"] = images
+    report["texts"] = {"queries": len(golden["texts"]), "rust": merged([rd["texts"]["rust"] for rd in rounds]), "python": merged([rd["texts"]["python"] for rd in rounds])}
+    report["bare"] = merged([rd["bare"] for rd in rounds])
     print("init", file=sys.stderr)
     report["init"], _ = run([a.bench_bin, "init", *common])
     release = ROOT / "target" / "release"
@@ -95,13 +124,11 @@ def main():
         cold, _ = run([a.bench_bin, "init-process", *common, release / function])
         report["init"][f"{function}_process_start_to_ready"] = cold["function"]
         report["init"][f"{function}_bare_session_process"] = cold["bare_session_process"]
-    print("int8 model", file=sys.stderr)
-    int8 = [a.int8_model, a.threads, a.iters]
-    photos = sorted(str(p) for p in (a.inputs / "photo512").iterdir())
+    print("int8 model: cosine to fp32", file=sys.stderr)
     fixtures = sorted(str(p) for p in (ROOT / "tests" / "fixtures" / "images").iterdir())
     report["int8"] = {
-        "images_photo512": run([a.bench_bin, "images", *int8, *photos])[0],
-        "texts": run([a.bench_bin, "texts", *int8, queries])[0],
+        "images_photo512": merged([rd["int8"]["images_photo512"] for rd in rounds]),
+        "texts": merged([rd["int8"]["texts"] for rd in rounds]),
         "cosine_to_fp32": run([a.bench_bin, "cosine", *common, a.int8_model, queries, *fixtures])[0],
         "model_mb": {t: round((a.int8_model / t / "model.onnx").stat().st_size / 2**20, 1) for t in ("visual", "textual")},
     }
@@ -119,21 +146,27 @@ def main():
     }
 
     med = lambda x: x["median_ms"]
-    ratios = {}
-    for name, r in images.items():
+    ratios, spread = {}, {}
+
+    def per_round(label, f):
+        """The median over rounds of a ratio taken within each round, and its range."""
+        values = sorted(f(rd) for rd in rounds)
+        ratios[label] = statistics.median(values)
+        spread[label] = [values[0], values[-1]]
+
+    for name in sets:
         for b in ("batch1", "batch8"):
-            ratios[f"image {name} {b}: speed-up over Python"] = med(r["python"][b]) / med(r["rust"][b])
-    b8 = images["photo512"]["rust"]["batch8"]
-    ratios["image photo512 batch8: time over bare ORT"] = med(b8) / med(report["bare"]["image_batch8"])
-    ratios["image jpeg12mp batch8: time over bare ORT"] = med(images["jpeg12mp"]["rust"]["batch8"]) / med(report["bare"]["image_batch8"])
-    ratios["image jpeg12mp batch8: reduced JPEG decode speed-up"] = med(images["jpeg12mp"]["rust"]["batch8_full_decode"]) / med(images["jpeg12mp"]["rust"]["batch8"])
-    ratios["text: speed-up over Python"] = med(py_text["batch1"]) / med(rust_text["batch1"])
-    ratios["text: time over bare ORT"] = med(rust_text["batch1"]) / med(report["bare"]["text_batch1"])
+            per_round(f"image {name} {b}: speed-up over Python", lambda rd: med(rd["images"][name]["python"][b]) / med(rd["images"][name]["rust"][b]))
+    for name in ("photo512", "jpeg12mp"):
+        per_round(f"image {name} batch8: time over bare ORT", lambda rd: med(rd["images"][name]["rust"]["batch8"]) / med(rd["bare"]["image_batch8"]))
+    per_round("image jpeg12mp batch8: reduced JPEG decode speed-up", lambda rd: med(rd["images"]["jpeg12mp"]["rust"]["batch8_full_decode"]) / med(rd["images"]["jpeg12mp"]["rust"]["batch8"]))
+    per_round("text: speed-up over Python", lambda rd: med(rd["texts"]["python"]["batch1"]) / med(rd["texts"]["rust"]["batch1"]))
+    per_round("text: time over bare ORT", lambda rd: med(rd["texts"]["rust"]["batch1"]) / med(rd["bare"]["text_batch1"]))
     ratios["init image tower: over bare session"] = med(report["init"]["image_tower_load"]) / med(report["init"]["bare_session_image"])
     ratios["init text tower: over bare session"] = med(report["init"]["text_tower_load"]) / med(report["init"]["bare_session_text"])
     q = report["int8"]
-    ratios["int8 image path photo512 batch8: speed-up over fp32"] = med(images["photo512"]["rust"]["batch8"]) / med(q["images_photo512"]["batch8"])
-    ratios["int8 text path: speed-up over fp32"] = med(rust_text["batch1"]) / med(q["texts"]["batch1"])
+    per_round("int8 image path photo512 batch8: speed-up over fp32", lambda rd: med(rd["images"]["photo512"]["rust"]["batch8"]) / med(rd["int8"]["images_photo512"]["batch8"]))
+    per_round("int8 text path: speed-up over fp32", lambda rd: med(rd["texts"]["rust"]["batch1"]) / med(rd["int8"]["texts"]["batch1"]))
     ratios["int8 worst cosine to fp32, fixture images"] = q["cosine_to_fp32"]["images"]["min"]
     ratios["int8 worst cosine to fp32, queries"] = q["cosine_to_fp32"]["texts"]["min"]
     i = report["init"]
@@ -144,6 +177,7 @@ def main():
     budget = model_bytes["visual"] / 2**20 + 100
     ratios["peak RSS image path (jpeg12mp) over visual model + 100 MB"] = images["jpeg12mp"]["rust_peak_rss_mb"] / budget
     report["ratios"] = {k: round(v, 3) for k, v in ratios.items()}
+    report["ratio_range_over_rounds"] = {k: [round(x, 3) for x in v] for k, v in spread.items()}
 
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / f"report-{a.label}.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -155,16 +189,24 @@ def markdown(r):
     fmt = lambda s: f"{s['median_ms']:.2f} ({s['min_ms']:.2f}–{s['max_ms']:.2f})"
     m = r["machine"]
     lines = [
-        f"# Benchmark: {r['label']} ({r['model']}, {r['threads']} threads, {r['iterations']} runs each)",
+        f"# Benchmark: {r['label']} ({r['model']}, {r['threads']} threads, {r['rounds']} rounds of {r['iterations']} runs)",
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, {m['os']}.",
         "",
         "## Ratios (this run)",
         "",
-        "| comparison | ratio |",
-        "|---|---|",
+        f"Ratios with a range were measured in {r['rounds']} interleaved rounds (every side once a round): the median",
+        "of the per-round ratios, then their min–max. The others come from one alternating run.",
+        "",
+        "| comparison | ratio | range over rounds |",
+        "|---|---|---|",
     ]
-    lines += [f"| {k} | {v:.4f} |" if "cosine" in k else f"| {k} | {v:.2f}× |" for k, v in r["ratios"].items()]
+    def ratio(k, v):
+        if "cosine" in k:
+            return f"| {k} | {v:.4f} | |"
+        lo, hi = r["ratio_range_over_rounds"].get(k, (None, None))
+        return f"| {k} | {v:.2f}× | {lo:.2f}–{hi:.2f} |" if lo is not None else f"| {k} | {v:.2f}× | |"
+    lines += [ratio(k, v) for k, v in r["ratios"].items()]
     lines += ["", "## Image path, ms per image: median (min–max)", "",
               "| inputs | Rust batch 1 | Rust batch 8 | Rust batch 8, full JPEG decode | Python batch 1 | Python batch 8 | Rust decode+preprocess | Python decode+preprocess | peak RSS Rust / Python (MB) |",
               "|---|---|---|---|---|---|---|---|---|"]

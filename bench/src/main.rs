@@ -32,7 +32,7 @@ pub(crate) fn stats(mut samples: Vec<f64>) -> Value {
     samples.sort_by(f64::total_cmp);
     let n = samples.len();
     let median = if n % 2 == 1 { samples[n / 2] } else { (samples[n / 2 - 1] + samples[n / 2]) / 2.0 };
-    json!({"median_ms": median, "min_ms": samples[0], "max_ms": samples[n - 1], "runs": n})
+    json!({"median_ms": median, "min_ms": samples[0], "max_ms": samples[n - 1], "runs": n, "samples_ms": samples})
 }
 
 /// Runs `f` `iters` times after one warm-up run; returns per-run milliseconds divided by `per`.
