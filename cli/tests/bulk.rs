@@ -4,7 +4,7 @@
 //! collection, so what these tests do in S3 happens behind their index's back.
 
 use std::collections::BTreeSet;
-use std::io::Cursor;
+use std::io::{Cursor, Read};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -83,7 +83,11 @@ async fn wait_for_progress(child: &mut Child, index: &MilvusIndex, n: u64) -> u6
             return count;
         }
         if let Some(status) = child.try_wait().unwrap() {
-            panic!("backfill ended ({status}) before indexing {n} objects (indexed {count})");
+            let mut stderr = String::new();
+            if let Some(mut pipe) = child.stderr.take() {
+                pipe.read_to_string(&mut stderr).ok();
+            }
+            panic!("backfill ended ({status}) before indexing {n} objects (indexed {count}); stderr:\n{stderr}");
         }
         assert!(start.elapsed() < Duration::from_secs(300), "backfill made no progress: {count} indexed after 5 min");
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -172,3 +172,19 @@ async fn stored_vectors_equal_a_direct_embedding() {
     assert_eq!((hit.width, hit.height), (640, 427), "EXIF orientation applied before measuring");
     index.drop_collection().await.unwrap();
 }
+
+#[tokio::test]
+async fn containers_starting_together_all_get_the_same_new_collection() {
+    // A fresh deployment: many cold containers race to create the collection and its index.
+    let stack = Stack::load();
+    let name = unique("t_race");
+    let mut indexes = Vec::new();
+    for _ in 0..8 {
+        indexes.push(stack.milvus(&name, DIM).await);
+    }
+    let counts = futures::future::join_all(indexes.iter().map(|index| index.count())).await;
+    for count in counts {
+        assert_eq!(count.expect("every racer sees a usable collection"), 0);
+    }
+    indexes[0].drop_collection().await.unwrap();
+}

@@ -2,7 +2,8 @@
 //!
 //! The client connects on first use and, in the same step, makes sure the collection exists
 //! with this model's dimension and a cosine index, and is loaded. A failed attempt is retried
-//! on the next call, so a container started while Milvus was down recovers by itself.
+//! on the next call, so a container started while Milvus was down recovers by itself. Containers
+//! that start together may race to create the collection: the losers check what the winner made.
 //!
 //! Milvus Lite gaps handled here (see the README): `create_index` is sent without waiting
 //! (`sync(false)`), deletes use a filter expression instead of `ids(..)` (which the SDK sends
@@ -82,25 +83,19 @@ impl MilvusIndex {
     /// Creates the collection if it is missing; refuses one with another dimension or metric.
     async fn ensure_collection(&self, client: &ClientV2) -> Result<(), IndexError> {
         let name = self.collection.as_str();
-        let exists = client
-            .has_collection(HasCollectionRequest::builder().collection_name(name).build().map_err(classify)?)
-            .await
-            .map_err(classify)?
-            .exists();
-        if !exists {
-            let created = client
-                .create_collection(
-                    CreateCollectionRequest::builder()
-                        .collection_name(name)
-                        .schema(self.schema())
-                        .build()
-                        .map_err(classify)?,
-                )
-                .await;
-            match created {
+        if !self.has_collection(client).await? {
+            let request = CreateCollectionRequest::builder()
+                .collection_name(name)
+                .schema(self.schema())
+                .build()
+                .map_err(classify)?;
+            match client.create_collection(request).await {
                 Ok(_) => tracing::info!(collection = name, dim = self.dim, "created the Milvus collection"),
-                // Another container created it first: fall through to the checks.
-                Err(e) if e.to_string().contains("already exist") => {}
+                // Another container created it at the same moment (Milvus words this in several ways,
+                // Milvus Lite as a file error): if it exists now, the checks below decide.
+                Err(e) if self.appears_soon(client).await? => {
+                    tracing::debug!(collection = name, error = %e, "the collection was created concurrently")
+                }
                 Err(e) => return Err(classify(e)),
             }
         }
@@ -126,27 +121,58 @@ impl MilvusIndex {
                 return Err(incompatible(format!("it has no `{field}` field; use another MILVUS_COLLECTION")));
             }
         }
-        let indexes = client
-            .describe_index(
-                DescribeIndexRequest::builder().collection_name(name).field_name(VECTOR).build().map_err(classify)?,
-            )
-            .await;
-        match indexes {
-            Ok(indexes) if !indexes.indexes().is_empty() => {
-                let metric = indexes.indexes()[0].get_metric_type();
-                if metric != MetricType::Cosine {
-                    return Err(incompatible(format!(
-                        "its vector index uses the {metric:?} metric but search needs COSINE; use another MILVUS_COLLECTION"
-                    )));
+        if !self.check_vector_index(client).await? {
+            if let Err(e) = self.create_index(client).await {
+                // Another container created it at the same moment: keep it if its metric is right.
+                if !self.check_vector_index(client).await? {
+                    return Err(e);
                 }
+                tracing::debug!(collection = name, error = %e, "the vector index was created concurrently");
             }
-            _ => self.create_index(client).await?,
         }
         client
             .load_collection(LoadCollectionRequest::builder().collection_name(name).build().map_err(classify)?)
             .await
             .map_err(classify)?;
         Ok(())
+    }
+
+    async fn has_collection(&self, client: &ClientV2) -> Result<bool, IndexError> {
+        let request =
+            HasCollectionRequest::builder().collection_name(self.collection.as_str()).build().map_err(classify)?;
+        Ok(client.has_collection(request).await.map_err(classify)?.exists())
+    }
+
+    /// Whether the collection shows up within a second: a concurrent creator that won the race
+    /// may not have registered it yet when our own create fails.
+    async fn appears_soon(&self, client: &ClientV2) -> Result<bool, IndexError> {
+        for _ in 0..10 {
+            if self.has_collection(client).await? {
+                return Ok(true);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(false)
+    }
+
+    /// Whether the vector field has an index; refuses one that does not use the cosine metric.
+    async fn check_vector_index(&self, client: &ClientV2) -> Result<bool, IndexError> {
+        let name = self.collection.as_str();
+        let request =
+            DescribeIndexRequest::builder().collection_name(name).field_name(VECTOR).build().map_err(classify)?;
+        // Milvus answers "index not found" with an error: treat any error as "no index yet".
+        let Ok(indexes) = client.describe_index(request).await else { return Ok(false) };
+        let Some(index) = indexes.indexes().first() else { return Ok(false) };
+        let metric = index.get_metric_type();
+        if metric != MetricType::Cosine {
+            return Err(IndexError::Incompatible {
+                collection: name.to_string(),
+                problem: format!(
+                    "its vector index uses the {metric:?} metric but search needs COSINE; use another MILVUS_COLLECTION"
+                ),
+            });
+        }
+        Ok(true)
     }
 
     fn schema(&self) -> CollectionSchema {
