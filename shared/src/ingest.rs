@@ -1,6 +1,6 @@
 //! The ingest use case: S3 object changes in, vectors upserted or deleted in the index.
 //!
-//! Each object is fetched, checked (size, content type, magic bytes), embedded in one batch
+//! Each object is fetched (several at once), checked (size, content type, magic bytes), embedded in one batch
 //! with the other objects of the event, and upserted under [`record_id`]. An object whose ETag
 //! is already indexed is not embedded again (S3 delivers events at least once). A bad object
 //! is logged and skipped; a transient S3 or Milvus failure is retried, then returned as an
@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use aws_lambda_events::s3::S3Event;
+use futures::stream::{self, StreamExt};
 use percent_encoding::percent_decode_str;
 use serde::Serialize;
 
@@ -106,6 +107,10 @@ fn stored_content_type(content_type: Option<&str>) -> Option<String> {
     essence.starts_with("image/").then_some(essence)
 }
 
+/// Objects of one batch downloaded at once: S3 latency, not bandwidth, bounds a single GET, and
+/// every fetched object is held in memory until the batch is embedded anyway.
+const CONCURRENT_GETS: usize = 8;
+
 pub struct Ingestor {
     pub embedder: Arc<dyn ImageEmbedder>,
     pub store: Arc<dyn ObjectStore>,
@@ -155,19 +160,31 @@ impl Ingestor {
 
         let ids: Vec<String> = created.iter().map(|(id, ..)| id.clone()).collect();
         let indexed = retry(&self.retry, "etag lookup", || self.index.etags(&ids)).await?;
-        let mut fetched = Vec::new();
-        let mut first_failure = None;
+        let mut to_fetch = Vec::new();
         for (id, bucket, key, event_etag) in created {
-            let known = indexed.get(&id);
+            let known = indexed.get(&id).cloned();
             let event_etag = event_etag.map(|e| normalize_etag(&e)).filter(|e| !e.is_empty());
-            if event_etag.is_some() && known == event_etag.as_ref() {
+            if event_etag.is_some() && known == event_etag {
                 tracing::info!(key = %key, "already indexed with this ETag, not embedded again");
                 report.unchanged.push(key);
-                continue;
+            } else {
+                to_fetch.push((id, bucket, key, known));
             }
-            let max = self.config.max_object_bytes;
-            match retry(&self.retry, "get object", || self.store.get(&bucket, &key, max)).await {
-                Ok(object) if known == Some(&object.etag) => {
+        }
+        let max = self.config.max_object_bytes;
+        let downloads: Vec<_> = stream::iter(to_fetch)
+            .map(|(id, bucket, key, known)| async move {
+                let got = retry(&self.retry, "get object", || self.store.get(&bucket, &key, max)).await;
+                (id, bucket, key, known, got)
+            })
+            .buffered(CONCURRENT_GETS)
+            .collect()
+            .await;
+        let mut fetched = Vec::new();
+        let mut first_failure = None;
+        for (id, bucket, key, known, got) in downloads {
+            match got {
+                Ok(object) if known.as_ref() == Some(&object.etag) => {
                     tracing::info!(key = %key, "already indexed with this ETag, not embedded again");
                     report.unchanged.push(key);
                 }
@@ -276,8 +293,13 @@ mod tests {
     #[derive(Default)]
     struct FakeStore {
         objects: Mutex<HashMap<String, StoredObject>>,
-        unavailable: Mutex<u32>,
+        /// How many more GETs of a key answer 503.
+        unavailable: Mutex<HashMap<String, u32>>,
         gets: AtomicUsize,
+        in_flight: AtomicUsize,
+        most_in_flight: AtomicUsize,
+        /// Keys whose GET takes four times as long.
+        slow: Mutex<Vec<String>>,
     }
     impl FakeStore {
         fn put(&self, key: &str, bytes: &[u8], etag: &str, content_type: &str) {
@@ -295,12 +317,14 @@ mod tests {
     impl ObjectStore for FakeStore {
         async fn get(&self, bucket: &str, key: &str, max: u64) -> Result<StoredObject, StoreError> {
             self.gets.fetch_add(1, Ordering::SeqCst);
-            {
-                let mut left = self.unavailable.lock().unwrap();
-                if *left > 0 {
-                    *left -= 1;
-                    return Err(StoreError::Unavailable("503 SlowDown".into()));
-                }
+            let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most_in_flight.fetch_max(now, Ordering::SeqCst);
+            let slow = self.slow.lock().unwrap().iter().any(|k| k == key);
+            tokio::time::sleep(Duration::from_millis(if slow { 20 } else { 5 })).await;
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            if let Some(left @ 1..) = self.unavailable.lock().unwrap().get_mut(key) {
+                *left -= 1;
+                return Err(StoreError::Unavailable("503 SlowDown".into()));
             }
             let object = self.objects.lock().unwrap().get(key).cloned();
             let object = object.ok_or(StoreError::NotFound { bucket: bucket.into(), key: key.into() })?;
@@ -392,6 +416,20 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_objects_of_a_batch_are_downloaded_at_once_and_reported_in_event_order() {
+        let f = fixture();
+        let keys: Vec<String> = (0..12).map(|i| format!("{i:02}.png")).collect();
+        for key in &keys {
+            f.store.put(key, b"img", key, "image/png");
+        }
+        f.store.slow.lock().unwrap().push(keys[0].clone());
+        let report = f.ingestor.apply(keys.iter().map(|k| created(k, None)).collect()).await.unwrap();
+        assert_eq!(report.indexed, keys);
+        let most = f.store.most_in_flight.load(Ordering::SeqCst);
+        assert!(most > 1 && most <= CONCURRENT_GETS, "GETs overlap, up to the limit: {most} at once");
+    }
+
+    #[tokio::test]
     async fn an_indexed_etag_is_not_embedded_again_and_a_new_one_replaces_the_entity() {
         let f = fixture();
         f.store.put("a.png", b"img-a", "e1", "image/png");
@@ -426,13 +464,13 @@ mod tests {
         let f = fixture();
         f.store.put("a.png", b"img-a", "e1", "image/png");
         *f.index.failures_left.lock().unwrap() = 2;
-        *f.store.unavailable.lock().unwrap() = 2;
+        f.store.unavailable.lock().unwrap().insert("a.png".into(), 2);
         let report = f.ingestor.apply(vec![created("a.png", None)]).await.unwrap();
         assert_eq!(report.indexed, vec!["a.png"], "two failures fit in three attempts");
 
         f.store.put("b.png", b"img-b", "e2", "image/png");
         f.store.put("c.png", b"img-c", "e3", "image/png");
-        *f.store.unavailable.lock().unwrap() = 3;
+        f.store.unavailable.lock().unwrap().insert("b.png".into(), 3);
         let err = f.ingestor.apply(vec![created("b.png", None), created("c.png", None)]).await.unwrap_err();
         assert!(matches!(err, IngestError::Store { ref key, .. } if key == "b.png"), "{err}");
         assert!(f.index.records.lock().unwrap().contains_key(&record_id("b", "c.png")), "c.png was still indexed");

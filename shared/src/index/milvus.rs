@@ -104,13 +104,12 @@ impl MilvusIndex {
             .await
             .map_err(classify)?;
         let fields = description.description().get_schema().get_fields();
-        let incompatible = |problem: String| IndexError::Incompatible { collection: name.to_string(), problem };
         let vector = fields
             .iter()
             .find(|f| f.get_name() == VECTOR)
-            .ok_or_else(|| incompatible(format!("it has no `{VECTOR}` field; use another MILVUS_COLLECTION")))?;
+            .ok_or_else(|| self.incompatible(format!("it has no `{VECTOR}` field; use another MILVUS_COLLECTION")))?;
         if vector.get_dimension() as usize != self.dim {
-            return Err(incompatible(format!(
+            return Err(self.incompatible(format!(
                 "its vectors have dimension {} but the model's embeddings have dimension {}; use another MILVUS_COLLECTION for this model",
                 vector.get_dimension(),
                 self.dim
@@ -118,7 +117,7 @@ impl MilvusIndex {
         }
         for field in OUTPUT_FIELDS {
             if !fields.iter().any(|f| f.get_name() == field) {
-                return Err(incompatible(format!("it has no `{field}` field; use another MILVUS_COLLECTION")));
+                return Err(self.incompatible(format!("it has no `{field}` field; use another MILVUS_COLLECTION")));
             }
         }
         if !self.check_vector_index(client).await? {
@@ -135,6 +134,11 @@ impl MilvusIndex {
             .await
             .map_err(classify)?;
         Ok(())
+    }
+
+    /// The collection exists but cannot serve this model: `problem` says why.
+    fn incompatible(&self, problem: String) -> IndexError {
+        IndexError::Incompatible { collection: self.collection.clone(), problem }
     }
 
     async fn has_collection(&self, client: &ClientV2) -> Result<bool, IndexError> {
@@ -165,12 +169,9 @@ impl MilvusIndex {
         let Some(index) = indexes.indexes().first() else { return Ok(false) };
         let metric = index.get_metric_type();
         if metric != MetricType::Cosine {
-            return Err(IndexError::Incompatible {
-                collection: name.to_string(),
-                problem: format!(
-                    "its vector index uses the {metric:?} metric but search needs COSINE; use another MILVUS_COLLECTION"
-                ),
-            });
+            return Err(self.incompatible(format!(
+                "its vector index uses the {metric:?} metric but search needs COSINE; use another MILVUS_COLLECTION"
+            )));
         }
         Ok(true)
     }
