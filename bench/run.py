@@ -61,6 +61,7 @@ def machine():
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--label", required=True)
+    ap.add_argument("--profile", default="release", help="the cargo profile the binaries were built with")
     ap.add_argument("--model", type=Path, required=True)
     ap.add_argument("--inputs", type=Path, required=True)
     ap.add_argument("--threads", type=int, required=True)
@@ -76,7 +77,8 @@ def main():
     a = ap.parse_args()
     common = [a.model, a.threads, a.iters]
     ref = [a.python, ROOT / "bench" / "python_ref.py"]
-    report = {"label": a.label, "model": a.model.name, "threads": a.threads, "iterations": a.iters, "rounds": a.rounds, "machine": machine()}
+    report = {"label": a.label, "model": a.model.name, "threads": a.threads, "iterations": a.iters, "rounds": a.rounds,
+              "cargo_profile": a.profile, "machine": machine()}
 
     queries = ROOT / ".local" / "bench" / "queries.txt"
     queries.parent.mkdir(parents=True, exist_ok=True)
@@ -119,9 +121,10 @@ def main():
     report["bare"] = merged([rd["bare"] for rd in rounds])
     print("init", file=sys.stderr)
     report["init"], _ = run([a.bench_bin, "init", *common])
-    release = ROOT / "target" / "release"
+    # The functions were built beside the bench binary, with the same cargo profile.
+    binaries = Path(a.bench_bin).parent
     for function in ("ingest", "search"):
-        cold, _ = run([a.bench_bin, "init-process", *common, release / function])
+        cold, _ = run([a.bench_bin, "init-process", *common, binaries / function])
         report["init"][f"{function}_process_start_to_ready"] = cold["function"]
         report["init"][f"{function}_bare_session_process"] = cold["bare_session_process"]
     print("int8 model: cosine to fp32", file=sys.stderr)
@@ -141,8 +144,8 @@ def main():
     model_bytes = {t: (a.model / t / "model.onnx").stat().st_size for t in ("visual", "textual")}
     report["sizes"] = {
         "model_mb": {t: round(b / 2**20, 1) for t, b in model_bytes.items()},
-        "binary_mb": {f: round((release / f).stat().st_size / 2**20, 1) for f in ("ingest", "search")},
-        "zip_mb": {f: round(zipped_size(release / f) / 2**20, 1) for f in ("ingest", "search")},
+        "binary_mb": {f: round((binaries / f).stat().st_size / 2**20, 1) for f in ("ingest", "search")},
+        "zip_mb": {f: round(zipped_size(binaries / f) / 2**20, 1) for f in ("ingest", "search")},
     }
 
     med = lambda x: x["median_ms"]
@@ -189,7 +192,8 @@ def markdown(r):
     fmt = lambda s: f"{s['median_ms']:.2f} ({s['min_ms']:.2f}–{s['max_ms']:.2f})"
     m = r["machine"]
     lines = [
-        f"# Benchmark: {r['label']} ({r['model']}, {r['threads']} threads, {r['rounds']} rounds of {r['iterations']} runs)",
+        f"# Benchmark: {r['label']} ({r['model']}, {r['threads']} threads, {r['rounds']} rounds of {r['iterations']} runs, "
+        f"{r.get('cargo_profile', 'release')} build)",
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, {m['os']}.",
         "",
@@ -253,7 +257,7 @@ def markdown(r):
               f"| cosine to fp32, {c['texts']['count']} queries: worst (mean) | | {c['texts']['min']:.4f} ({c['texts']['mean']:.4f}) |"]
     s = r["sizes"]
     lines += ["", "## Sizes, MB", "", "| | ingest | search |", "|---|---|---|",
-              f"| release binary | {s['binary_mb']['ingest']} | {s['binary_mb']['search']} |",
+              f"| {r.get('cargo_profile', 'release')} binary | {s['binary_mb']['ingest']} | {s['binary_mb']['search']} |",
               f"| zipped | {s['zip_mb']['ingest']} | {s['zip_mb']['search']} |",
               f"| model tower | {s['model_mb']['visual']} | {s['model_mb']['textual']} |", ""]
     return "\n".join(lines)
