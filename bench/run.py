@@ -191,9 +191,10 @@ def main():
 def markdown(r):
     fmt = lambda s: f"{s['median_ms']:.2f} ({s['min_ms']:.2f}–{s['max_ms']:.2f})"
     m = r["machine"]
+    profile = r.get("cargo_profile", "release")  # reports written before the profile was recorded were release
     lines = [
         f"# Benchmark: {r['label']} ({r['model']}, {r['threads']} threads, {r['rounds']} rounds of {r['iterations']} runs, "
-        f"{r.get('cargo_profile', 'release')} build)",
+        f"{profile} build)",
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, {m['os']}.",
         "",
@@ -257,7 +258,7 @@ def markdown(r):
               f"| cosine to fp32, {c['texts']['count']} queries: worst (mean) | | {c['texts']['min']:.4f} ({c['texts']['mean']:.4f}) |"]
     s = r["sizes"]
     lines += ["", "## Sizes, MB", "", "| | ingest | search |", "|---|---|---|",
-              f"| {r.get('cargo_profile', 'release')} binary | {s['binary_mb']['ingest']} | {s['binary_mb']['search']} |",
+              f"| {profile} binary | {s['binary_mb']['ingest']} | {s['binary_mb']['search']} |",
               f"| zipped | {s['zip_mb']['ingest']} | {s['zip_mb']['search']} |",
               f"| model tower | {s['model_mb']['visual']} | {s['model_mb']['textual']} |", ""]
     return "\n".join(lines)

@@ -1,7 +1,7 @@
 //! The ingest use case: S3 object changes in, vectors upserted or deleted in the index.
 //!
-//! Each object is fetched (several at once), checked (size, content type, magic bytes), embedded in one batch
-//! with the other objects of the event, and upserted under [`record_id`]. An object whose ETag
+//! Each object is fetched (several at once), checked (size, content type, magic bytes), embedded
+//! in one batch with the other objects of the event, and upserted under [`record_id`]. An object whose ETag
 //! is already indexed is not embedded again (S3 delivers events at least once). A bad object
 //! is logged and skipped; a transient S3 or Milvus failure is retried, then returned as an
 //! error so Lambda's retries and the on-failure destination keep the event.
@@ -162,9 +162,9 @@ impl Ingestor {
         let indexed = retry(&self.retry, "etag lookup", || self.index.etags(&ids)).await?;
         let mut to_fetch = Vec::new();
         for (id, bucket, key, event_etag) in created {
-            let known = indexed.get(&id).cloned();
+            let known = indexed.get(&id);
             let event_etag = event_etag.map(|e| normalize_etag(&e)).filter(|e| !e.is_empty());
-            if event_etag.is_some() && known == event_etag {
+            if event_etag.is_some() && known == event_etag.as_ref() {
                 tracing::info!(key = %key, "already indexed with this ETag, not embedded again");
                 report.unchanged.push(key);
             } else {
@@ -184,7 +184,7 @@ impl Ingestor {
         let mut first_failure = None;
         for (id, bucket, key, known, got) in downloads {
             match got {
-                Ok(object) if known.as_ref() == Some(&object.etag) => {
+                Ok(object) if known == Some(&object.etag) => {
                     tracing::info!(key = %key, "already indexed with this ETag, not embedded again");
                     report.unchanged.push(key);
                 }
