@@ -103,20 +103,10 @@ pub fn s3_event(change: &Change, region: &str) -> Value {
     }]})
 }
 
-/// Seconds since the epoch → `2026-11-26T17:00:00.000Z` (civil-from-days, no date crate needed).
+/// Seconds since the epoch → `2026-11-26T17:00:00.000Z`, as S3 writes `eventTime`.
 fn event_time(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.000Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    let ms = secs.saturating_mul(1000);
+    shared::time::rfc3339_ms(ms, 0).unwrap_or_else(|| "1970-01-01T00:00:00.000Z".to_string())
 }
 
 #[cfg(test)]

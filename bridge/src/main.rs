@@ -1,7 +1,7 @@
 //! The local event bridge: `POST /webhook` from the SeaweedFS filer → S3 event → ingest Lambda.
 //!
-//! Env: `BRIDGE_LISTEN` (127.0.0.1:9100), `INGEST_INVOKE_URL`
-//! (http://127.0.0.1:9000/2015-03-31/functions/ingest/invocations), `AWS_REGION` (us-east-1).
+//! Settings: `BRIDGE_LISTEN`, `INGEST_INVOKE_URL` and `AWS_REGION`, read by
+//! [`shared::config::Env::bridge`] (defaults in the README's configuration table).
 //! When the function fails, the webhook gets a 502 so SeaweedFS retries it, as Lambda's async
 //! invocation would.
 
@@ -49,13 +49,13 @@ async fn webhook(State(bridge): State<Arc<Bridge>>, Json(payload): Json<Value>) 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt().json().with_target(false).init();
-    let var = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_string());
-    let listen = var("BRIDGE_LISTEN", "127.0.0.1:9100");
+    let config = shared::config::Env::process().bridge();
+    let listen = config.listen;
     let bridge = Arc::new(Bridge {
         // Ingest may compile on its first call under `cargo lambda watch`; allow for it.
         client: reqwest::Client::builder().timeout(std::time::Duration::from_secs(900)).build()?,
-        invoke_url: var("INGEST_INVOKE_URL", "http://127.0.0.1:9000/2015-03-31/functions/ingest/invocations"),
-        region: var("AWS_REGION", "us-east-1"),
+        invoke_url: config.invoke_url,
+        region: config.region,
     });
     let app = Router::new()
         .route("/webhook", post(webhook))

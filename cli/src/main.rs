@@ -2,7 +2,6 @@
 //! they do (MODEL_DIR, MILVUS_URI, AWS_*, ...; see the README) and runs the same use cases from
 //! `shared`: backfill and reconcile a bucket, search, embed, and serve the page and API locally.
 
-use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -12,10 +11,10 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use lambda_http::RequestExt;
-use shared::backfill::{BackfillOptions, BackfillSummary, Progress, ReconcileReport};
+use shared::domain::backfill::{BackfillOptions, BackfillSummary, Progress, ReconcileReport};
+use shared::domain::search::{SearchBy, SearchRequest, MAX_K};
 use shared::embedder::{ImageEmbedder, TextEmbedder};
-use shared::search::{SearchBy, SearchRequest, MAX_K};
+use shared::http::SearchResponse;
 
 #[derive(Parser)]
 #[command(name = "clip-search", version, about = "Index and search the images of an S3 bucket with CLIP")]
@@ -113,12 +112,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    shared::setup::init_cli_tracing(&std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_string()));
+    shared::wiring::init_cli_tracing(&std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_string()));
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     match runtime.block_on(run(cli.command)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", shared::domain::describe(e.as_ref()));
             ExitCode::FAILURE
         }
     }
@@ -129,20 +128,26 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 async fn run(command: Command) -> Result<ExitCode, Error> {
     match command {
         Command::Backfill { bucket, prefix, batches, json } => {
-            let ingestor = shared::setup::ingestor_from_env().await?;
+            let ingestor = shared::wiring::ingestor_from_env().await?;
             let stop = interrupt_flag();
             let progress = progress_reporter("backfill");
-            let summary =
-                shared::backfill::backfill(&ingestor, &bucket, &prefix, &batches.options(), progress.as_ref(), stop)
-                    .await?;
+            let summary = shared::domain::backfill::backfill(
+                &ingestor,
+                &bucket,
+                &prefix,
+                &batches.options(),
+                progress.as_ref(),
+                stop,
+            )
+            .await?;
             print_backfill(&summary, json)?;
             Ok(exit_code(&summary))
         }
         Command::Reconcile { bucket, prefix, fix, batches, json } => {
-            let ingestor = shared::setup::ingestor_from_env().await?;
+            let ingestor = shared::wiring::ingestor_from_env().await?;
             let stop = interrupt_flag();
             let progress = progress_reporter("reconcile --fix");
-            let report = shared::backfill::reconcile(
+            let report = shared::domain::backfill::reconcile(
                 &ingestor,
                 &bucket,
                 &prefix,
@@ -157,7 +162,7 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             Ok(if fixed_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::Search { text, similar_to, k, prefix, json } => {
-            let searcher = shared::setup::searcher_from_env().await?;
+            let searcher = shared::wiring::searcher_from_env().await?;
             let by = match (text, similar_to) {
                 (_, Some(key)) => SearchBy::SimilarTo(key),
                 (Some(text), None) => SearchBy::Text(text),
@@ -165,8 +170,8 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             };
             let mut request = SearchRequest::text("", k as usize);
             request.by = by;
-            request.filters.prefix = prefix.filter(|p| !p.is_empty());
-            let response = searcher.search(&request).await?;
+            request.filter.prefix = prefix.filter(|p| !p.is_empty());
+            let response = SearchResponse::new(&request, searcher.search(&request).await?);
             if json {
                 println!("{}", serde_json::to_string_pretty(&response)?);
             } else {
@@ -176,14 +181,14 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
         }
         Command::Embed { image, text } => {
             if image.is_empty() {
-                let (encoder, _) = shared::setup::text_encoder_from_env().await?;
+                let (encoder, _) = shared::wiring::text_encoder_from_env().await?;
                 let refs: Vec<&str> = text.iter().map(String::as_str).collect();
                 for (text, vector) in text.iter().zip(encoder.embed_texts(&refs)?) {
                     println!("{}", serde_json::json!({"text": text, "vector": vector}));
                 }
                 return Ok(ExitCode::SUCCESS);
             }
-            let encoder = shared::setup::image_encoder_from_env().await?;
+            let encoder = shared::wiring::image_encoder_from_env().await?;
             let mut failed = false;
             let bytes: Vec<Vec<u8>> = image
                 .iter()
@@ -205,40 +210,16 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
         }
         Command::Serve { listen } => {
-            let searcher = Arc::new(shared::setup::searcher_from_env().await?);
+            let searcher = Arc::new(shared::wiring::searcher_from_env().await?);
             let listener =
                 tokio::net::TcpListener::bind(&listen).await.map_err(|e| format!("listen on {listen}: {e}"))?;
             eprintln!("serving the search page on http://{}/ (Ctrl-C stops)", listener.local_addr()?);
-            let app = axum::Router::new().fallback(serve_request).with_state(searcher);
+            // The router the search Lambda runs, with the same routing by the last path segment.
+            let app = axum::ServiceExt::into_make_service(shared::http::service::<axum::body::Body>(searcher));
             axum::serve(listener, app).with_graceful_shutdown(ctrl_c()).await?;
             Ok(ExitCode::SUCCESS)
         }
     }
-}
-
-/// Hands a local HTTP request to the same handler the Lambda uses.
-async fn serve_request(
-    axum::extract::State(searcher): axum::extract::State<Arc<shared::search::Searcher>>,
-    request: axum::extract::Request,
-) -> axum::response::Response {
-    let (parts, body) = request.into_parts();
-    let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
-    let mut query: HashMap<String, Vec<String>> = HashMap::new();
-    for (name, value) in form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes()) {
-        query.entry(name.into_owned()).or_default().push(value.into_owned());
-    }
-    let path = parts.uri.path().to_string();
-    let request = lambda_http::http::Request::from_parts(parts, lambda_http::Body::from(bytes.to_vec()))
-        .with_raw_http_path(path)
-        .with_query_string_parameters(query);
-    let response = shared::api::handle(&searcher, request).await;
-    let (parts, body) = response.into_parts();
-    let bytes: Vec<u8> = match body {
-        lambda_http::Body::Text(text) => text.into_bytes(),
-        lambda_http::Body::Binary(bytes) => bytes,
-        _ => Vec::new(),
-    };
-    axum::response::Response::from_parts(parts, axum::body::Body::from(bytes))
 }
 
 async fn ctrl_c() {
@@ -347,10 +328,10 @@ fn print_backfill(summary: &BackfillSummary, json: bool) -> Result<(), Error> {
         return Ok(());
     }
     println!(
-        "{} objects: {} indexed, {} skipped (already indexed), {} failed",
+        "{} objects: {} indexed, {} unchanged (already indexed), {} failed",
         summary.listed,
         summary.indexed.len(),
-        summary.skipped,
+        summary.unchanged,
         summary.failed.len()
     );
     for failure in &summary.failed {
@@ -388,7 +369,7 @@ fn print_reconcile(report: &ReconcileReport, json: bool) -> Result<(), Error> {
     Ok(())
 }
 
-fn print_table(response: &shared::search::SearchResponse) {
+fn print_table(response: &SearchResponse) {
     if response.results.is_empty() {
         println!("no images found");
         return;

@@ -65,6 +65,14 @@ pub struct S3Config {
     pub force_path_style: bool,
 }
 
+/// Settings of the local event bridge (SeaweedFS webhook → S3 event → ingest), local stack only.
+#[derive(Debug, Clone)]
+pub struct BridgeConfig {
+    pub listen: String,
+    pub invoke_url: String,
+    pub region: String,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{name} is not set: {hint}")]
@@ -173,6 +181,16 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
         Ok(SearchConfig { url_ttl: Duration::from_secs(ttl).min(MAX_URL_TTL) })
     }
 
+    pub fn bridge(&self) -> BridgeConfig {
+        BridgeConfig {
+            listen: self.get("BRIDGE_LISTEN").unwrap_or_else(|| "127.0.0.1:9100".into()),
+            invoke_url: self
+                .get("INGEST_INVOKE_URL")
+                .unwrap_or_else(|| "http://127.0.0.1:9000/2015-03-31/functions/ingest/invocations".into()),
+            region: self.get("AWS_REGION").unwrap_or_else(|| "us-east-1".into()),
+        }
+    }
+
     pub fn s3(&self) -> Result<S3Config, ConfigError> {
         Ok(S3Config { force_path_style: self.flag("S3_FORCE_PATH_STYLE", false)? })
     }
@@ -238,6 +256,41 @@ mod tests {
         let err = env(&[("MILVUS_URI", "http://x"), ("MILVUS_COLLECTION", "a-b")]).milvus().unwrap_err().to_string();
         assert!(err.contains("MILVUS_COLLECTION"), "{err}");
         assert!(env(&[("S3_FORCE_PATH_STYLE", "yes")]).s3().is_err());
+    }
+
+    /// Every variable read through `Env` has a row in the README's configuration table.
+    #[test]
+    fn every_variable_the_code_reads_is_in_the_readme() {
+        let read = std::cell::RefCell::new(std::collections::BTreeSet::new());
+        let recording = Env(|name: &str| {
+            read.borrow_mut().insert(name.to_string());
+            match name {
+                "MODEL_DIR" => Some("m".to_string()),
+                "MILVUS_URI" => Some("http://127.0.0.1:19530".to_string()),
+                _ => None,
+            }
+        });
+        recording.embedder().unwrap();
+        recording.milvus().unwrap();
+        recording.ingest().unwrap();
+        recording.search().unwrap();
+        recording.s3().unwrap();
+        recording.bridge();
+        let readme = include_str!("../../README.md");
+        let table: Vec<&str> = readme
+            .split("## Configuration")
+            .nth(1)
+            .expect("the README has a Configuration section")
+            .lines()
+            .skip_while(|l| !l.starts_with('|'))
+            .take_while(|l| l.starts_with('|'))
+            .collect();
+        let missing: Vec<String> = read
+            .into_inner()
+            .into_iter()
+            .filter(|name| !table.iter().any(|row| row.contains(&format!("`{name}`"))))
+            .collect();
+        assert!(missing.is_empty(), "variables the code reads but the README's configuration table lacks: {missing:?}");
     }
 
     #[test]

@@ -1,20 +1,22 @@
-//! Everything the ingest and search Lambdas share: configuration, the CLIP embedder, the ports
-//! to the world (vector index, object store) with their Milvus and S3 adapters, and the use
-//! cases that combine them (ingest an S3 event, answer a search request).
+//! Everything the ingest and search Lambdas share, in layers:
 //!
-//! The Lambda binaries stay thin: they read the configuration, build the adapters once at
-//! init (see [`setup`]) and hand each event to a use case here.
+//! - [`domain`]: the use cases (ingest, search, backfill, reconcile) and the types they speak in.
+//!   They reach the world only through the ports below.
+//! - [`embedder`], [`index`], [`store`]: the ports (traits) with their adapters: CLIP on ONNX
+//!   Runtime, Milvus, S3.
+//! - [`http`] and [`events`]: entrypoints that only translate: HTTP requests and S3 events in,
+//!   use-case calls and JSON out.
+//! - [`config`] reads the environment; [`wiring`] builds the adapters from it once per container.
 
-pub mod api;
-pub mod backfill;
 pub mod config;
+pub mod domain;
 pub mod embedder;
+pub mod events;
+pub mod http;
 pub mod index;
-pub mod ingest;
-pub mod retry;
-pub mod search;
-pub mod setup;
 pub mod store;
+pub mod time;
+pub mod wiring;
 
 pub use config::{Config, ConfigError};
 pub use embedder::{Embedding, ImageEmbedder, TextEmbedder};

@@ -1,15 +1,13 @@
 //! Search Lambda behind API Gateway: query text → nearest images with presigned URLs.
-//! Resources are built once at init; each request goes to [`shared::api::handle`].
+//! Resources are built once at init; requests go to the router of [`shared::http`].
 
-use lambda_http::{service_fn, Error, Request};
+use std::sync::Arc;
+
+use lambda_http::Error;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    shared::setup::init_tracing();
-    let searcher = shared::setup::searcher_from_env().await?;
-    let searcher = &searcher;
-    lambda_http::run(service_fn(move |request: Request| async move {
-        Ok::<_, Error>(shared::api::handle(searcher, request).await)
-    }))
-    .await
+    shared::wiring::init_tracing();
+    let searcher = shared::wiring::searcher_from_env().await?;
+    lambda_http::run(shared::http::service(Arc::new(searcher))).await
 }

@@ -46,6 +46,30 @@ pub enum ModelError {
     Session(#[from] SessionError),
 }
 
+/// The bundle's top-level model config.
+const CONFIG_FILE: &str = "config.json";
+
+/// A tower of the bundle. Each function loads, and fetches from S3, only its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tower {
+    Visual,
+    Textual,
+}
+
+impl Tower {
+    fn dir(self) -> &'static str {
+        match self {
+            Tower::Visual => "visual",
+            Tower::Textual => "textual",
+        }
+    }
+
+    /// Whether this tower needs a bundle file, given by its `/`-separated path relative to the root.
+    pub fn needs(self, relative: &str) -> bool {
+        relative == CONFIG_FILE || relative.strip_prefix(self.dir()).is_some_and(|rest| rest.starts_with('/'))
+    }
+}
+
 /// Paths of a bundle; nothing is read until a tower asks for its files.
 #[derive(Debug, Clone)]
 pub struct ModelBundle {
@@ -74,23 +98,26 @@ impl ModelBundle {
             .unwrap_or_else(|| "model".to_string())
     }
 
+    fn tower_file(&self, tower: Tower, name: &str) -> PathBuf {
+        self.root.join(tower.dir()).join(name)
+    }
     pub fn config_path(&self) -> PathBuf {
-        self.root.join("config.json")
+        self.root.join(CONFIG_FILE)
     }
     pub fn visual_model_path(&self) -> PathBuf {
-        self.root.join("visual").join("model.onnx")
+        self.tower_file(Tower::Visual, "model.onnx")
     }
     pub fn preprocess_path(&self) -> PathBuf {
-        self.root.join("visual").join("preprocess_cfg.json")
+        self.tower_file(Tower::Visual, "preprocess_cfg.json")
     }
     pub fn textual_model_path(&self) -> PathBuf {
-        self.root.join("textual").join("model.onnx")
+        self.tower_file(Tower::Textual, "model.onnx")
     }
     pub fn tokenizer_path(&self) -> PathBuf {
-        self.root.join("textual").join("tokenizer.json")
+        self.tower_file(Tower::Textual, "tokenizer.json")
     }
     pub fn tokenizer_config_path(&self) -> PathBuf {
-        self.root.join("textual").join("tokenizer_config.json")
+        self.tower_file(Tower::Textual, "tokenizer_config.json")
     }
 
     pub fn model_config(&self) -> Result<ModelConfig, ModelError> {
@@ -301,6 +328,13 @@ fn read_json<T: DeserializeOwned>(path: &Path, what: &'static str) -> Result<T, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_tower_needs_only_its_files_and_the_config() {
+        assert!(Tower::Visual.needs("config.json") && Tower::Visual.needs("visual/model.onnx"));
+        assert!(!Tower::Visual.needs("textual/model.onnx") && !Tower::Visual.needs("visualx/model.onnx"));
+        assert!(Tower::Textual.needs("textual/tokenizer.json") && !Tower::Textual.needs("visual/preprocess_cfg.json"));
+    }
 
     fn preprocess(json: &str) -> Result<PreprocessConfig, ModelError> {
         PreprocessConfig::from_raw(serde_json::from_str(json).unwrap(), Path::new("visual/preprocess_cfg.json"))

@@ -10,7 +10,7 @@ pub mod preprocess;
 pub mod resample;
 pub mod tokenize;
 
-pub use bundle::{ModelBundle, ModelConfig, ModelError, PreprocessConfig};
+pub use bundle::{ModelBundle, ModelConfig, ModelError, PreprocessConfig, Tower};
 pub use clip::{ClipImageEncoder, ClipTextEncoder, ImageInputLayout, PreparedImage, DEFAULT_JPEG_REDUCTION_MARGIN};
 pub use decode::{DecodedImage, ImageError, SupportedFormat};
 pub use tokenize::{TextError, Tokens};

@@ -11,10 +11,11 @@ use ort::environment::Environment;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
 
-/// The ONNX Runtime release the project is built and tested against.
-pub const ORT_VERSION: &str = "1.31.1";
+/// The ONNX Runtime release the project is built and tested against, from `onnxruntime.version`
+/// at the repository root (read by `build.rs`), where every script reads it too.
+pub const ORT_VERSION: &str = env!("ORT_VERSION");
 /// File name of the shared library inside the wheel and in every place we look.
-pub const ORT_LIBRARY: &str = "libonnxruntime.so.1.31.1";
+pub const ORT_LIBRARY: &str = concat!("libonnxruntime.so.", env!("ORT_VERSION"));
 /// Where `scripts/install-onnxruntime` puts the library, relative to the repository root.
 pub const ORT_LOCAL_DIR: &str = ".local/onnxruntime";
 /// The command that installs it.

@@ -19,14 +19,13 @@ use std::result::Result;
 use tokio::sync::OnceCell;
 use tonic::Code;
 
-use super::{ImageHit, ImageRecord, IndexError, IndexedObject, SearchFilter, SearchQuery, VectorIndex};
+use super::{IndexError, IndexedObject, SearchQuery, VectorIndex, MAX_RESULT_WINDOW};
 use crate::config::MilvusConfig;
+use crate::domain::record::{ImageHit, ImageRecord, SearchFilter};
 
 const VECTOR: &str = "vector";
 const OUTPUT_FIELDS: [&str; 10] =
     ["id", "bucket", "key", "size", "etag", "content_type", "last_modified", "width", "height", "indexed_at"];
-/// Milvus caps one query's `offset + limit`; listing splits larger sets by id prefix.
-const QUERY_LIMIT: usize = 16_384;
 
 pub struct MilvusIndex {
     connect: ConnectConfig,
@@ -236,16 +235,16 @@ fn prefix_expression(field: &str, prefix: &str) -> String {
 /// The filter as a Milvus boolean expression ("" when it lets everything through).
 fn filter_expression(filter: &SearchFilter) -> String {
     let mut parts = Vec::new();
-    if let Some(prefix) = filter.key_prefix.as_deref().filter(|p| !p.is_empty()) {
+    if let Some(prefix) = filter.prefix.as_deref().filter(|p| !p.is_empty()) {
         parts.push(prefix_expression("key", prefix));
     }
     if let Some(content_type) = &filter.content_type {
         parts.push(format!("content_type == \"{}\"", escape(content_type)));
     }
-    if let Some(from) = filter.modified_from_ms {
+    if let Some(from) = filter.uploaded_after_ms {
         parts.push(format!("last_modified >= {from}"));
     }
-    if let Some(until) = filter.modified_until_ms {
+    if let Some(until) = filter.uploaded_before_ms {
         parts.push(format!("last_modified < {until}"));
     }
     if let Some(id) = &filter.exclude_id {
@@ -336,20 +335,7 @@ impl VectorIndex for MilvusIndex {
         for result in response.results().iter() {
             for row in result.rows().map_err(classify)? {
                 let score = row.get_f32("score").map_err(classify)?;
-                let record = record_from_row(&row, query.with_vectors)?;
-                hits.push(ImageHit {
-                    id: record.id,
-                    score,
-                    bucket: record.bucket,
-                    key: record.key,
-                    size: record.size,
-                    etag: record.etag,
-                    content_type: record.content_type,
-                    last_modified_ms: record.last_modified_ms,
-                    width: record.width,
-                    height: record.height,
-                    vector: query.with_vectors.then_some(record.vector),
-                });
+                hits.push(ImageHit { record: record_from_row(&row, query.with_vectors)?, score });
             }
         }
         hits.sort_by(|a, b| b.score.total_cmp(&a.score));
@@ -393,13 +379,13 @@ impl VectorIndex for MilvusIndex {
                 .collection_name(self.collection.as_str())
                 .filter(filter)
                 .output_fields(["id", "key", "etag"])
-                .limit(QUERY_LIMIT as i64)
+                .limit(MAX_RESULT_WINDOW as i64)
                 .consistency_level(ConsistencyLevel::Strong)
                 .build()
                 .map_err(classify)?;
             let response = client.query(request).await.map_err(classify)?;
             let rows = response.results().rows().map_err(classify)?;
-            if rows.len() >= QUERY_LIMIT && shard.len() < 64 {
+            if rows.len() >= MAX_RESULT_WINDOW && shard.len() < 64 {
                 shards.extend("0123456789abcdef".chars().map(|c| format!("{shard}{c}")));
                 continue;
             }
@@ -487,10 +473,10 @@ mod tests {
     fn filters_become_escaped_expressions() {
         assert_eq!(filter_expression(&SearchFilter::default()), "");
         let filter = SearchFilter {
-            key_prefix: Some(r#"a" or id != "x\"#.into()),
+            prefix: Some(r#"a" or id != "x\"#.into()),
             content_type: Some("image/jpeg".into()),
-            modified_from_ms: Some(5),
-            modified_until_ms: Some(9),
+            uploaded_after_ms: Some(5),
+            uploaded_before_ms: Some(9),
             exclude_id: Some("ab".into()),
         };
         let top = char::MAX;

@@ -5,70 +5,9 @@ mod milvus;
 use std::collections::HashMap;
 
 pub use milvus::MilvusIndex;
-use sha2::{Digest, Sha256};
 
-use crate::retry::Transient;
-
-/// One image's vector and the metadata returned with search hits.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ImageRecord {
-    /// [`record_id`] of bucket and key: one entity per object, so a re-upload replaces it.
-    pub id: String,
-    pub bucket: String,
-    pub key: String,
-    pub size: i64,
-    pub etag: String,
-    pub content_type: String,
-    /// Milliseconds since the Unix epoch (0 when unknown).
-    pub last_modified_ms: i64,
-    pub width: i64,
-    pub height: i64,
-    pub indexed_at_ms: i64,
-    pub vector: Vec<f32>,
-}
-
-/// A search hit: the record's metadata, the cosine similarity to the query and, when asked for, the vector.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ImageHit {
-    pub id: String,
-    pub score: f32,
-    pub bucket: String,
-    pub key: String,
-    pub size: i64,
-    pub etag: String,
-    pub content_type: String,
-    pub last_modified_ms: i64,
-    pub width: i64,
-    pub height: i64,
-    /// Only when [`SearchQuery::with_vectors`] is set.
-    pub vector: Option<Vec<f32>>,
-}
-
-/// Which records a search may return. Plain validated values: the adapter turns them into an
-/// expression with every string escaped, so user input never becomes expression syntax.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct SearchFilter {
-    /// Only keys that start with it.
-    pub key_prefix: Option<String>,
-    pub content_type: Option<String>,
-    /// S3 LastModified in ms, inclusive.
-    pub modified_from_ms: Option<i64>,
-    /// S3 LastModified in ms, exclusive.
-    pub modified_until_ms: Option<i64>,
-    /// Leave this record out (image-to-image search leaves out the query image).
-    pub exclude_id: Option<String>,
-}
-
-impl SearchFilter {
-    /// The same rules in Rust, for in-memory indexes and checks.
-    pub fn matches(&self, id: &str, key: &str, content_type: &str, last_modified_ms: i64) -> bool {
-        self.key_prefix.as_deref().is_none_or(|p| key.starts_with(p))
-            && self.content_type.as_deref().is_none_or(|c| c == content_type)
-            && self.modified_from_ms.is_none_or(|t| last_modified_ms >= t)
-            && self.modified_until_ms.is_none_or(|t| last_modified_ms < t)
-            && self.exclude_id.as_deref().is_none_or(|x| x != id)
-    }
-}
+use crate::domain::record::{ImageHit, ImageRecord, SearchFilter};
+use crate::domain::retry::Transient;
 
 /// A nearest-neighbour query: ranks `offset..offset + limit` of the records that pass `filter`.
 #[derive(Debug, Clone, PartialEq)]
@@ -84,18 +23,19 @@ impl<'a> SearchQuery<'a> {
     /// The `limit` nearest records, unfiltered, without vectors.
     pub fn top(vector: &'a [f32], limit: usize) -> Self {
         static EVERYTHING: SearchFilter = SearchFilter {
-            key_prefix: None,
+            prefix: None,
             content_type: None,
-            modified_from_ms: None,
-            modified_until_ms: None,
+            uploaded_after_ms: None,
+            uploaded_before_ms: None,
             exclude_id: None,
         };
         SearchQuery { vector, filter: &EVERYTHING, offset: 0, limit, with_vectors: false }
     }
 }
 
-/// Milvus caps `offset + limit` of one search at 16,384.
-pub const MAX_SEARCH_WINDOW: usize = 16_384;
+/// The most rows one search (`offset + limit`) or one query may return: Milvus's default
+/// `maxQueryResultWindow`. Paging, dedup windows and listing all stay inside it.
+pub const MAX_RESULT_WINDOW: usize = 16_384;
 
 /// What the index holds for one object (reconciling compares it with the bucket).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,15 +76,6 @@ pub trait VectorIndex: Send + Sync {
     async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<IndexedObject>, IndexError>;
     /// Number of indexed records (also the health check: it needs a working server).
     async fn count(&self) -> Result<u64, IndexError>;
-}
-
-/// Primary key of an object: SHA-256 of bucket and key, hex. Keys up to 1024 bytes map to a fixed 64 characters.
-pub fn record_id(bucket: &str, key: &str) -> String {
-    let mut hash = Sha256::new();
-    hash.update(bucket.as_bytes());
-    hash.update([0u8]);
-    hash.update(key.as_bytes());
-    hex::encode(hash.finalize())
 }
 
 #[cfg(test)]
@@ -199,22 +130,16 @@ pub(crate) mod memory {
             let map = self.records.lock().unwrap();
             let mut hits: Vec<ImageHit> = map
                 .values()
-                .filter(|r| query.filter.matches(&r.id, &r.key, &r.content_type, r.last_modified_ms))
+                .filter(|r| query.filter.matches(r))
                 .map(|r| ImageHit {
-                    id: r.id.clone(),
                     score: crate::embedder::cosine(query.vector, &r.vector),
-                    bucket: r.bucket.clone(),
-                    key: r.key.clone(),
-                    size: r.size,
-                    etag: r.etag.clone(),
-                    content_type: r.content_type.clone(),
-                    last_modified_ms: r.last_modified_ms,
-                    width: r.width,
-                    height: r.height,
-                    vector: query.with_vectors.then(|| r.vector.clone()),
+                    record: ImageRecord {
+                        vector: if query.with_vectors { r.vector.clone() } else { Vec::new() },
+                        ..r.clone()
+                    },
                 })
                 .collect();
-            hits.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.key.cmp(&b.key)));
+            hits.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.record.key.cmp(&b.record.key)));
             Ok(hits.into_iter().skip(query.offset).take(query.limit).collect())
         }
         async fn records_with_key(&self, key: &str) -> Result<Vec<ImageRecord>, IndexError> {
@@ -235,17 +160,5 @@ pub(crate) mod memory {
             self.check()?;
             Ok(self.records.lock().unwrap().len() as u64)
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn record_ids_are_stable_and_distinguish_bucket_from_key() {
-        assert_eq!(record_id("b", "k"), record_id("b", "k"));
-        assert_ne!(record_id("ab", "c"), record_id("a", "bc"));
-        assert_eq!(record_id("b", &"x".repeat(1024)).len(), 64);
     }
 }

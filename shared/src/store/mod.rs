@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 pub use s3::S3Store;
 
-use crate::retry::Transient;
+use crate::domain::retry::Transient;
 
 /// An object's bytes and the metadata stored with its vector.
 #[derive(Debug, Clone)]
@@ -30,7 +30,7 @@ pub struct ListedObject {
 }
 
 /// A time-limited GET URL.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PresignedUrl {
     pub url: String,
     pub expires_at: SystemTime,

@@ -10,15 +10,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-pub use aws_lambda_events::s3::S3Event;
 use futures::stream::{self, StreamExt};
-use percent_encoding::percent_decode_str;
 use serde::Serialize;
 
 use crate::config::IngestConfig;
+use crate::domain::record::{record_id, ImageRecord, NotIndexed};
+use crate::domain::retry::{retry, RetryPolicy, Transient};
 use crate::embedder::{ImageEmbedder, InferenceError};
-use crate::index::{record_id, ImageRecord, IndexError, VectorIndex};
-use crate::retry::{retry, RetryPolicy};
+use crate::index::{IndexError, VectorIndex};
 use crate::store::{normalize_etag, ObjectStore, StoreError};
 
 /// What happened to an object, as the use case sees it.
@@ -36,33 +35,6 @@ impl ObjectChange {
     }
 }
 
-/// Decodes an S3 event key: `+` is a space, `%XX` an escaped byte (S3 never fills `urlDecodedKey`).
-pub fn decode_s3_key(raw: &str) -> String {
-    percent_decode_str(&raw.replace('+', " ")).decode_utf8_lossy().into_owned()
-}
-
-/// The changes an S3 event describes. Records that are neither created nor removed are ignored, with a log line.
-pub fn changes_from_event(event: &S3Event) -> Vec<ObjectChange> {
-    let mut changes = Vec::new();
-    for record in &event.records {
-        let name = record.event_name.as_deref().unwrap_or_default();
-        let (Some(bucket), Some(raw_key)) = (record.s3.bucket.name.as_deref(), record.s3.object.key.as_deref()) else {
-            tracing::warn!(event_name = name, "S3 record without bucket or key, ignored");
-            continue;
-        };
-        let key = decode_s3_key(raw_key);
-        if name.starts_with("ObjectCreated:") {
-            let etag = record.s3.object.e_tag.clone();
-            changes.push(ObjectChange::Created { bucket: bucket.to_string(), key, etag });
-        } else if name.starts_with("ObjectRemoved:") {
-            changes.push(ObjectChange::Removed { bucket: bucket.to_string(), key });
-        } else {
-            tracing::info!(event_name = name, key = %key, "S3 event type not handled, ignored");
-        }
-    }
-    changes
-}
-
 /// The outcome of one event, returned by the Lambda and logged.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct IngestReport {
@@ -70,25 +42,48 @@ pub struct IngestReport {
     /// Already indexed with the same ETag: not embedded again.
     pub unchanged: Vec<String>,
     pub deleted: Vec<String>,
-    pub skipped: Vec<Skipped>,
+    pub skipped: Vec<NotIndexed>,
 }
 
-/// An object that will never be indexed as it is, and why.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Skipped {
-    pub key: String,
-    pub reason: String,
-}
-
-/// The event could not be processed completely; Lambda should retry it.
+/// The event could not be processed completely. Lambda retries the event and, after its
+/// retries, sends it to the on-failure destination, so nothing is lost.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
-    #[error("S3 failed for {key}: {source}")]
-    Store { key: String, source: StoreError },
-    #[error("the index failed: {0}")]
-    Index(#[from] IndexError),
-    #[error(transparent)]
-    Inference(#[from] InferenceError),
+    #[error("S3 failed for {key}")]
+    Store {
+        key: String,
+        #[source]
+        source: StoreError,
+    },
+    #[error("the index failed")]
+    Index(#[source] IndexError),
+    #[error("inference failed")]
+    Inference(#[source] InferenceError),
+}
+
+impl From<IndexError> for IngestError {
+    fn from(e: IndexError) -> Self {
+        IngestError::Index(e)
+    }
+}
+
+impl From<InferenceError> for IngestError {
+    fn from(e: InferenceError) -> Self {
+        IngestError::Inference(e)
+    }
+}
+
+impl IngestError {
+    /// Whether a later attempt can succeed as it is: an outage or a failed inference may pass;
+    /// a collection that does not fit the model or a refused request needs a fix first (the
+    /// event still fails, so it waits in the failure queue for a replay after the fix).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            IngestError::Store { source, .. } => source.is_transient(),
+            IngestError::Index(e) => e.is_transient(),
+            IngestError::Inference(_) => true,
+        }
+    }
 }
 
 /// Content types that cannot be images. Anything else (image/*, octet-stream, none) goes on to the magic-byte check.
@@ -120,11 +115,6 @@ pub struct Ingestor {
 }
 
 impl Ingestor {
-    /// Handles an S3 event: every record, in one batch.
-    pub async fn handle_event(&self, event: &S3Event) -> Result<IngestReport, IngestError> {
-        self.apply(changes_from_event(event)).await
-    }
-
     /// Applies changes; for several changes of one object, the last wins.
     pub async fn apply(&self, changes: Vec<ObjectChange>) -> Result<IngestReport, IngestError> {
         let mut last: HashMap<String, ObjectChange> = HashMap::new();
@@ -253,7 +243,7 @@ impl Ingestor {
 
 fn skip(report: &mut IngestReport, key: String, reason: String) {
     tracing::warn!(key = %key, reason = %reason, "object skipped");
-    report.skipped.push(Skipped { key, reason });
+    report.skipped.push(NotIndexed { key, reason });
 }
 
 #[cfg(test)]
@@ -383,12 +373,6 @@ mod tests {
         assert_eq!(stored_content_type(Some("image/jpeg; charset=binary")).as_deref(), Some("image/jpeg"));
         assert_eq!(stored_content_type(Some("application/octet-stream")), None);
         assert_eq!(stored_content_type(None), None);
-    }
-
-    #[test]
-    fn keys_are_decoded_the_way_s3_encodes_them() {
-        assert_eq!(decode_s3_key("dir/a+b%2Bc%25d+%C3%A9.jpg"), "dir/a b+c%d é.jpg");
-        assert_eq!(decode_s3_key("plain/key.png"), "plain/key.png");
     }
 
     #[tokio::test]

@@ -1,14 +1,16 @@
-//! Building the adapters once per Lambda container, from the environment. The binaries call
+//! Wiring: building the adapters once per Lambda container, from the environment. The binaries call
 //! these at init so warm invocations pay nothing for clients, sessions or model loading.
 
 use std::sync::Arc;
 
 use crate::config::{Env, MilvusConfig};
-use crate::embedder::{ClipImageEncoder, ClipTextEncoder, ModelBundle, ModelError, DEFAULT_JPEG_REDUCTION_MARGIN};
+use crate::domain::ingest::Ingestor;
+use crate::domain::retry::RetryPolicy;
+use crate::domain::search::Searcher;
+use crate::embedder::{
+    ClipImageEncoder, ClipTextEncoder, ModelBundle, ModelError, Tower, DEFAULT_JPEG_REDUCTION_MARGIN,
+};
 use crate::index::{IndexError, MilvusIndex};
-use crate::ingest::Ingestor;
-use crate::retry::RetryPolicy;
-use crate::search::Searcher;
 use crate::store::{S3Store, StoreError};
 use crate::ConfigError;
 
@@ -39,23 +41,6 @@ pub fn init_cli_tracing(filter: &str) {
         tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_writer(std::io::stderr).try_init();
 }
 
-/// Which tower a function needs; only its files are fetched and loaded.
-#[derive(Clone, Copy)]
-enum Tower {
-    Visual,
-    Textual,
-}
-
-impl Tower {
-    fn wants(self, relative: &str) -> bool {
-        let dir = match self {
-            Tower::Visual => "visual/",
-            Tower::Textual => "textual/",
-        };
-        relative == "config.json" || relative.starts_with(dir)
-    }
-}
-
 async fn open_bundle(
     env: &Env<impl Fn(&str) -> Option<String>>,
     store: &S3Store,
@@ -66,7 +51,7 @@ async fn open_bundle(
         let (bucket, prefix) =
             uri.trim_start_matches("s3://").split_once('/').unwrap_or((uri.trim_start_matches("s3://"), ""));
         let copied = store
-            .download_prefix(bucket, prefix, &config.model_dir, |rel| tower.wants(rel))
+            .download_prefix(bucket, prefix, &config.model_dir, |rel| tower.needs(rel))
             .await
             .map_err(|source| SetupError::ModelDownload { uri: uri.clone(), source })?;
         tracing::info!(uri = %uri, files = copied, dir = %config.model_dir.display(), "model fetched from S3");
@@ -213,12 +198,5 @@ mod tests {
         assert_eq!(token_from_secret(r#"{"username": "u", "password": "p"}"#).as_deref(), Some("u:p"));
         assert_eq!(token_from_secret(r#"{"other": 1}"#), None);
         assert_eq!(token_from_secret("  "), None);
-    }
-
-    #[test]
-    fn each_tower_fetches_only_its_files() {
-        assert!(Tower::Visual.wants("config.json") && Tower::Visual.wants("visual/model.onnx"));
-        assert!(!Tower::Visual.wants("textual/model.onnx"));
-        assert!(Tower::Textual.wants("textual/tokenizer.json") && !Tower::Textual.wants("visual/preprocess_cfg.json"));
     }
 }

@@ -3,20 +3,17 @@
 //!
 //! Paging is by offset into the ranking. Each page is read at the index's consistency level
 //! (strong on Milvus Lite, the collection's level elsewhere); between pages, uploads and deletions
-//! can shift the ranking, so an image may repeat or be skipped. A cursor is bound to the
-//! parameters it was issued for.
+//! can shift the ranking, so an image may repeat or be skipped.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use serde::Serialize;
 
+use crate::domain::record::{ImageHit, SearchFilter};
 use crate::embedder::{cosine, InferenceError, TextEmbedError, TextEmbedder, TextError};
-use crate::index::{ImageHit, IndexError, SearchFilter, SearchQuery, VectorIndex, MAX_SEARCH_WINDOW};
-use crate::store::{ObjectStore, StoreError};
+use crate::index::{IndexError, SearchQuery, VectorIndex, MAX_RESULT_WINDOW};
+use crate::store::{ObjectStore, PresignedUrl, StoreError};
 
 /// Limits of the API, in one place.
 pub const DEFAULT_K: usize = 10;
@@ -35,18 +32,6 @@ pub enum SearchBy {
     SimilarTo(String),
 }
 
-/// Which images may be returned, in the API's terms.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
-pub struct Filters {
-    pub prefix: Option<String>,
-    /// Lower case, e.g. `image/jpeg`.
-    pub content_type: Option<String>,
-    /// Milliseconds since the epoch, inclusive.
-    pub uploaded_after_ms: Option<i64>,
-    /// Milliseconds since the epoch, exclusive.
-    pub uploaded_before_ms: Option<i64>,
-}
-
 /// A validated search request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SearchRequest {
@@ -54,9 +39,10 @@ pub struct SearchRequest {
     /// Results per page.
     pub k: usize,
     pub min_score: Option<f32>,
-    pub filters: Filters,
+    /// Which images may be returned; `exclude_id` is the use case's own and stays `None` here.
+    pub filter: SearchFilter,
     pub dedup: bool,
-    /// Results to skip (0 for the first page; decoded from a cursor after that).
+    /// Results to skip (0 for the first page).
     pub offset: usize,
 }
 
@@ -67,93 +53,27 @@ impl SearchRequest {
             by: SearchBy::Text(q.into()),
             k,
             min_score: None,
-            filters: Filters::default(),
+            filter: SearchFilter::default(),
             dedup: false,
             offset: 0,
         }
     }
-
-    /// Identifies everything but the page position, so a cursor cannot be replayed with other parameters.
-    fn fingerprint(&self) -> String {
-        let canonical = serde_json::json!([
-            match &self.by {
-                SearchBy::Text(q) => ["q", q],
-                SearchBy::SimilarTo(key) => ["similar_to", key],
-            },
-            self.min_score.map(f32::to_bits),
-            self.filters.prefix,
-            self.filters.content_type,
-            self.filters.uploaded_after_ms,
-            self.filters.uploaded_before_ms,
-            self.dedup,
-        ]);
-        hex::encode(&Sha256::digest(canonical.to_string().as_bytes())[..8])
-    }
-
-    /// The opaque cursor of the page that starts at `offset`.
-    pub fn cursor_at(&self, offset: usize) -> String {
-        let json = serde_json::to_vec(&CursorData { offset, fingerprint: self.fingerprint() }).expect("plain data");
-        URL_SAFE_NO_PAD.encode(json)
-    }
-
-    /// Reads a cursor issued for this request's parameters.
-    pub fn offset_from_cursor(&self, cursor: &str) -> Result<usize, CursorError> {
-        let json = URL_SAFE_NO_PAD.decode(cursor.trim()).map_err(|_| CursorError::Malformed)?;
-        let data: CursorData = serde_json::from_slice(&json).map_err(|_| CursorError::Malformed)?;
-        if data.fingerprint != self.fingerprint() {
-            return Err(CursorError::OtherParameters);
-        }
-        if data.offset >= MAX_SEARCH_WINDOW {
-            return Err(CursorError::Malformed);
-        }
-        Ok(data.offset)
-    }
 }
 
-#[derive(Serialize, Deserialize)]
-struct CursorData {
-    #[serde(rename = "o")]
-    offset: usize,
-    #[serde(rename = "f")]
-    fingerprint: String,
+/// One page of results.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchPage {
+    pub results: Vec<Found>,
+    /// Where the next page starts; `None` on the last page, or where the next would pass [`MAX_RESULT_WINDOW`].
+    pub next_offset: Option<usize>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CursorError {
-    #[error("`cursor` is not one this API issued; pass `next_cursor` from the previous page unchanged")]
-    Malformed,
-    #[error("`cursor` belongs to a search with other parameters; repeat the same q/similar_to, filters, min_score and dedup")]
-    OtherParameters,
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct SearchResult {
-    pub key: String,
-    /// Cosine similarity to the query: higher is better.
-    pub score: f32,
-    pub url: String,
-    /// RFC 3339, when `url` stops working.
-    pub expires_at: String,
-    pub size: i64,
-    pub content_type: String,
-    /// RFC 3339, as S3 reported it when the object was indexed.
-    pub last_modified: Option<String>,
-    pub width: i64,
-    pub height: i64,
-    /// With `dedup`: the keys collapsed into this result.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub duplicates: Option<Vec<String>>,
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct SearchResponse {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub query: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub similar_to: Option<String>,
-    pub results: Vec<SearchResult>,
-    /// Pass it as `cursor` for the next page; null on the last page.
-    pub next_cursor: Option<String>,
+/// A hit with its presigned URL and, with dedup, the keys collapsed into it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Found {
+    pub hit: ImageHit,
+    pub url: PresignedUrl,
+    pub duplicates: Vec<String>,
 }
 
 /// What `GET /health` reports.
@@ -205,14 +125,8 @@ struct Ranked {
 }
 
 impl Searcher {
-    pub async fn search(&self, request: &SearchRequest) -> Result<SearchResponse, SearchError> {
-        let mut filter = SearchFilter {
-            key_prefix: request.filters.prefix.clone(),
-            content_type: request.filters.content_type.clone(),
-            modified_from_ms: request.filters.uploaded_after_ms,
-            modified_until_ms: request.filters.uploaded_before_ms,
-            exclude_id: None,
-        };
+    pub async fn search(&self, request: &SearchRequest) -> Result<SearchPage, SearchError> {
+        let mut filter = request.filter.clone();
         let vector = match &request.by {
             SearchBy::Text(q) => self.embed_text(q).await?,
             SearchBy::SimilarTo(key) => {
@@ -227,30 +141,14 @@ impl Searcher {
             true => self.deduplicated_page(&vector, &filter, request).await?,
         };
         let mut results = Vec::with_capacity(ranked.len());
-        for Ranked { hit, duplicates } in ranked {
-            let url = self.store.presign_get(&hit.bucket, &hit.key, self.url_ttl).await?;
-            results.push(SearchResult {
-                key: hit.key,
-                score: hit.score,
-                url: url.url,
-                expires_at: rfc3339(url.expires_at),
-                size: hit.size,
-                content_type: hit.content_type,
-                last_modified: (hit.last_modified_ms > 0)
-                    .then(|| rfc3339(UNIX_EPOCH + Duration::from_millis(hit.last_modified_ms as u64))),
-                width: hit.width,
-                height: hit.height,
-                duplicates: (request.dedup && !duplicates.is_empty()).then_some(duplicates),
-            });
+        for Ranked { mut hit, duplicates } in ranked {
+            let url = self.store.presign_get(&hit.record.bucket, &hit.record.key, self.url_ttl).await?;
+            hit.record.vector = Vec::new();
+            results.push(Found { hit, url, duplicates });
         }
         let next_offset = request.offset + request.k;
-        let next_cursor =
-            (has_more && next_offset + request.k <= MAX_SEARCH_WINDOW).then(|| request.cursor_at(next_offset));
-        let (query, similar_to) = match &request.by {
-            SearchBy::Text(q) => (Some(q.clone()), None),
-            SearchBy::SimilarTo(key) => (None, Some(key.clone())),
-        };
-        Ok(SearchResponse { query, similar_to, results, next_cursor })
+        let next_offset = (has_more && next_offset + request.k <= MAX_RESULT_WINDOW).then_some(next_offset);
+        Ok(SearchPage { results, next_offset })
     }
 
     async fn embed_text(&self, q: &str) -> Result<Vec<f32>, SearchError> {
@@ -272,7 +170,7 @@ impl Searcher {
         filter: &SearchFilter,
         request: &SearchRequest,
     ) -> Result<(Vec<Ranked>, bool), SearchError> {
-        let limit = (request.k + 1).min(MAX_SEARCH_WINDOW.saturating_sub(request.offset));
+        let limit = (request.k + 1).min(MAX_RESULT_WINDOW.saturating_sub(request.offset));
         let query = SearchQuery { vector, filter, offset: request.offset, limit, with_vectors: false };
         let mut hits = above(self.index.search(&query).await?, request.min_score);
         let has_more = hits.len() > request.k;
@@ -289,18 +187,18 @@ impl Searcher {
         request: &SearchRequest,
     ) -> Result<(Vec<Ranked>, bool), SearchError> {
         let wanted = request.offset + request.k + 1;
-        let mut window = (4 * wanted).clamp(64, MAX_SEARCH_WINDOW);
+        let mut window = (4 * wanted).clamp(64, MAX_RESULT_WINDOW);
         loop {
             let query = SearchQuery { vector, filter, offset: 0, limit: window, with_vectors: true };
             let hits = self.index.search(&query).await?;
-            let exhausted = hits.len() < window || window == MAX_SEARCH_WINDOW;
+            let exhausted = hits.len() < window || window == MAX_RESULT_WINDOW;
             let groups = collapse_duplicates(above(hits, request.min_score));
             if groups.len() >= wanted || exhausted {
                 let has_more = groups.len() > request.offset + request.k;
                 let page = groups.into_iter().skip(request.offset).take(request.k).collect();
                 return Ok((page, has_more));
             }
-            window = (window * 4).min(MAX_SEARCH_WINDOW);
+            window = (window * 4).min(MAX_RESULT_WINDOW);
         }
     }
 
@@ -333,30 +231,25 @@ fn collapse_duplicates(hits: Vec<ImageHit>) -> Vec<Ranked> {
     let mut kept: Vec<Ranked> = Vec::new();
     for hit in hits {
         let same = |other: &ImageHit| {
-            (other.etag == hit.etag && other.size == hit.size && !hit.etag.is_empty())
-                || matches!((&other.vector, &hit.vector), (Some(a), Some(b)) if cosine(a, b) >= DEDUP_MIN_COSINE)
+            let (a, b) = (&other.record, &hit.record);
+            (a.etag == b.etag && a.size == b.size && !b.etag.is_empty())
+                || (!a.vector.is_empty() && !b.vector.is_empty() && cosine(&a.vector, &b.vector) >= DEDUP_MIN_COSINE)
         };
         match kept.iter_mut().find(|r| same(&r.hit)) {
-            Some(representative) => representative.duplicates.push(hit.key),
+            Some(representative) => representative.duplicates.push(hit.record.key),
             None => kept.push(Ranked { hit, duplicates: Vec::new() }),
         }
     }
     kept
 }
 
-/// `2026-11-26T17:00:00Z`
-pub fn rfc3339(t: SystemTime) -> String {
-    aws_sdk_s3::primitives::DateTime::from(t)
-        .fmt(aws_sdk_s3::primitives::DateTimeFormat::DateTime)
-        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::UNIX_EPOCH;
+
+    use crate::domain::record::{record_id, ImageRecord};
     use crate::index::memory::MemoryIndex;
-    use crate::index::ImageRecord;
-    use crate::store::PresignedUrl;
 
     struct FixedText(Vec<f32>);
     impl TextEmbedder for FixedText {
@@ -384,7 +277,7 @@ mod tests {
 
     fn record(key: &str, etag: &str, vector: [f32; 2]) -> ImageRecord {
         ImageRecord {
-            id: crate::index::record_id("b", key),
+            id: record_id("b", key),
             bucket: "b".into(),
             key: key.into(),
             size: 10,
@@ -420,8 +313,8 @@ mod tests {
         }
     }
 
-    fn keys(response: &SearchResponse) -> Vec<&str> {
-        response.results.iter().map(|r| r.key.as_str()).collect()
+    fn keys(page: &SearchPage) -> Vec<&str> {
+        page.results.iter().map(|r| r.hit.record.key.as_str()).collect()
     }
 
     #[tokio::test]
@@ -430,12 +323,13 @@ mod tests {
         let first = SearchRequest::text("x", 2);
         let page1 = s.search(&first).await.unwrap();
         assert_eq!(keys(&page1), ["a", "a-copy"]);
-        let offset = first.offset_from_cursor(page1.next_cursor.as_ref().unwrap()).unwrap();
-        let page2 = s.search(&SearchRequest { offset, ..first.clone() }).await.unwrap();
-        assert_eq!(keys(&page2), ["b", "c"]);
-        let offset = first.offset_from_cursor(page2.next_cursor.as_ref().unwrap()).unwrap();
-        let page3 = s.search(&SearchRequest { offset, ..first.clone() }).await.unwrap();
-        assert_eq!((keys(&page3), page3.next_cursor.as_deref()), (vec!["d"], None));
+        assert_eq!(page1.next_offset, Some(2));
+        let page2 = s.search(&SearchRequest { offset: 2, ..first.clone() }).await.unwrap();
+        assert_eq!((keys(&page2), page2.next_offset), (vec!["b", "c"], Some(4)));
+        let page3 = s.search(&SearchRequest { offset: 4, ..first.clone() }).await.unwrap();
+        assert_eq!((keys(&page3), page3.next_offset), (vec!["d"], None));
+        assert_eq!(page3.results[0].url.url, "https://s3/b/d");
+        assert!(page3.results[0].hit.record.vector.is_empty(), "vectors stay inside the use case");
     }
 
     #[tokio::test]
@@ -443,7 +337,7 @@ mod tests {
         let s = searcher();
         let request = SearchRequest { min_score: Some(0.9), ..SearchRequest::text("x", 3) };
         let page = s.search(&request).await.unwrap();
-        assert_eq!((keys(&page), page.next_cursor.is_some()), (vec!["a", "a-copy", "b"], false));
+        assert_eq!((keys(&page), page.next_offset), (vec!["a", "a-copy", "b"], None));
     }
 
     #[tokio::test]
@@ -452,11 +346,11 @@ mod tests {
         let request = SearchRequest { dedup: true, ..SearchRequest::text("x", 2) };
         let page = s.search(&request).await.unwrap();
         assert_eq!(keys(&page), ["a", "c"]);
-        assert_eq!(page.results[0].duplicates.as_deref(), Some(&["a-copy".to_string(), "b".to_string()][..]));
-        assert_eq!(page.results[1].duplicates, None);
-        let offset = request.offset_from_cursor(page.next_cursor.as_ref().unwrap()).unwrap();
-        let page2 = s.search(&SearchRequest { offset, ..request }).await.unwrap();
-        assert_eq!((keys(&page2), page2.next_cursor.as_deref()), (vec!["d"], None));
+        assert_eq!(page.results[0].duplicates, ["a-copy", "b"]);
+        assert!(page.results[1].duplicates.is_empty());
+        assert_eq!(page.next_offset, Some(2));
+        let page2 = s.search(&SearchRequest { offset: 2, ..request }).await.unwrap();
+        assert_eq!((keys(&page2), page2.next_offset), (vec!["d"], None));
     }
 
     #[tokio::test]
@@ -465,20 +359,7 @@ mod tests {
         let request = SearchRequest { by: SearchBy::SimilarTo("c".into()), ..SearchRequest::text("", 2) };
         let page = s.search(&request).await.unwrap();
         assert_eq!(keys(&page), ["d", "b"]);
-        assert_eq!((page.query, page.similar_to.as_deref()), (None, Some("c")));
         let missing = SearchRequest { by: SearchBy::SimilarTo("nope".into()), ..request };
         assert!(matches!(s.search(&missing).await, Err(SearchError::NotIndexed(k)) if k == "nope"));
-    }
-
-    #[test]
-    fn cursors_are_bound_to_their_parameters() {
-        let request = SearchRequest::text("cat", 10);
-        let cursor = request.cursor_at(10);
-        assert_eq!(request.offset_from_cursor(&cursor), Ok(10));
-        assert_eq!(SearchRequest { k: 20, ..request.clone() }.offset_from_cursor(&cursor), Ok(10));
-        let other = SearchRequest::text("dog", 10);
-        assert_eq!(other.offset_from_cursor(&cursor), Err(CursorError::OtherParameters));
-        assert_eq!(request.offset_from_cursor("not a cursor!"), Err(CursorError::Malformed));
-        assert_eq!(request.offset_from_cursor(&URL_SAFE_NO_PAD.encode("{}")), Err(CursorError::Malformed));
     }
 }

@@ -1,28 +1,13 @@
-//! The search HTTP API behind API Gateway (HTTP API v2 or REST v1, via `lambda_http`):
-//! routing, request validation, and turning use-case errors into JSON responses.
-//!
-//! `GET /` (the web page), `GET /openapi.json`, `GET /health`, and `GET /search?q=TEXT&k=N`
-//! or `POST /search {"q": "...", "k": N}` with the parameters in [`PARAMETERS`].
-//! Errors are `{"error": {"code", "message"}}` with a message that says what to fix;
-//! server-side failures add a `request_id` and never carry internal details.
+//! The `/search` parameters: read from a query string or a JSON body, then validated by one set
+//! of rules into a [`SearchRequest`]. Every message says what to fix.
 
-use lambda_http::http::{Method, StatusCode};
-use lambda_http::{Body, Request, RequestExt, Response};
-use serde::Serialize;
-use serde_json::{json, Map, Value};
+use axum::http::StatusCode;
+use serde_json::{Map, Value};
 
-use crate::index::IndexError;
-use crate::search::{
-    Filters, SearchBy, SearchError, SearchRequest, Searcher, DEFAULT_K, MAX_K, MAX_KEY_BYTES, MAX_QUERY_CHARS,
-};
-
-/// The OpenAPI 3.1 description of this API, served at `/openapi.json`.
-pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
-/// The search page, self-contained (no CDN), served at `/`.
-pub const PAGE_HTML: &str = include_str!("../web/index.html");
-/// The page loads thumbnails from S3 and talks only to this API.
-const PAGE_CSP: &str = "default-src 'none'; img-src https: http: data:; style-src 'unsafe-inline'; \
-                        script-src 'unsafe-inline'; connect-src 'self'; base-uri 'none'; form-action 'self'";
+use super::cursor;
+use crate::domain::record::SearchFilter;
+use crate::domain::search::{SearchBy, SearchRequest, DEFAULT_K, MAX_K, MAX_KEY_BYTES, MAX_QUERY_CHARS};
+use crate::time::parse_rfc3339_ms;
 
 /// Every `/search` parameter; anything else is refused, so a typo is not silently ignored.
 pub const PARAMETERS: [&str; 10] = [
@@ -47,90 +32,21 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+    pub(super) fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         ApiError { status: StatusCode::BAD_REQUEST, code, message: message.into() }
     }
 }
 
-/// Handles one API Gateway request.
-pub async fn handle(searcher: &Searcher, request: Request) -> Response<Body> {
-    let request_id = request.lambda_context_ref().map(|c| c.request_id.clone()).unwrap_or_default();
-    let path = request.raw_http_path().to_string();
-    let route = path.trim_end_matches('/').rsplit('/').next().unwrap_or_default().to_string();
-    let allowed = match route.as_str() {
-        "search" => "GET, POST",
-        "" | "index.html" | "openapi.json" | "health" => "GET, HEAD",
-        _ => {
-            let message = format!(
-                "no such path {path:?}; the API has GET / (the page), GET /openapi.json, GET /health and GET/POST /search"
-            );
-            return error_response(&ApiError { status: StatusCode::NOT_FOUND, code: "not_found", message }, None);
-        }
-    };
-    let method = request.method().clone();
-    if !allowed.split(", ").any(|m| m == method.as_str()) {
-        let error = ApiError {
-            status: StatusCode::METHOD_NOT_ALLOWED,
-            code: "method_not_allowed",
-            message: format!("{method} is not allowed on /{route}; use {allowed}"),
-        };
-        let mut response = error_response(&error, None);
-        response.headers_mut().insert("allow", allowed.parse().expect("static header value"));
-        return response;
-    }
-    let response = match route.as_str() {
-        "search" => search(searcher, &request, &request_id).await,
-        "health" => {
-            let health = searcher.health().await;
-            let status = if health.milvus.ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-            json_response(status, &health)
-        }
-        "openapi.json" => text_response("application/json", OPENAPI_JSON),
-        _ => {
-            let mut page = text_response("text/html; charset=utf-8", PAGE_HTML);
-            page.headers_mut().insert("content-security-policy", PAGE_CSP.parse().expect("static header value"));
-            page
-        }
-    };
-    if method == Method::HEAD {
-        let (parts, _) = response.into_parts();
-        return Response::from_parts(parts, Body::Empty);
-    }
-    response
-}
-
-async fn search(searcher: &Searcher, request: &Request, request_id: &str) -> Response<Body> {
-    let params = if request.method() == Method::POST { from_json(request.body()) } else { Ok(from_query(request)) };
-    let parsed = params.and_then(validate);
-    let search = match parsed {
-        Ok(search) => search,
-        Err(e) => return error_response(&e, None),
-    };
-    match searcher.search(&search).await {
-        Ok(response) => json_response(StatusCode::OK, &response),
-        Err(e) => {
-            let api = classify(&e);
-            if api.status.is_server_error() {
-                tracing::error!(request_id = %request_id, error = %e, "search failed");
-                error_response(&api, Some(request_id))
-            } else {
-                error_response(&api, None)
-            }
-        }
-    }
-}
-
 /// Query-string parameters as JSON strings (the first value of a repeated one).
-fn from_query(request: &Request) -> Map<String, Value> {
-    let params = request.query_string_parameters();
+pub(super) fn from_query(query: Option<&str>) -> Map<String, Value> {
+    let mut params = Map::new();
+    for (name, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        params.entry(name.into_owned()).or_insert(Value::String(value.into_owned()));
+    }
     params
-        .iter()
-        .map(|(name, _)| (name.to_string(), Value::String(params.first(name).unwrap_or("").to_string())))
-        .collect()
 }
 
-fn from_json(body: &Body) -> Result<Map<String, Value>, ApiError> {
-    let bytes: &[u8] = body.as_ref();
+pub(super) fn from_json(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::bad_request(
             "malformed_json",
@@ -154,7 +70,7 @@ fn from_json(body: &Body) -> Result<Map<String, Value>, ApiError> {
 
 /// The rules for every parameter, shared by GET and POST. Optional parameters given as ""
 /// count as absent, so an HTML form can send its empty fields.
-fn validate(mut params: Map<String, Value>) -> Result<SearchRequest, ApiError> {
+pub(super) fn validate(mut params: Map<String, Value>) -> Result<SearchRequest, ApiError> {
     if let Some(unknown) = params.keys().find(|name| !PARAMETERS.contains(&name.as_str())) {
         return Err(ApiError::bad_request(
             "unknown_parameter",
@@ -236,17 +152,11 @@ fn validate(mut params: Map<String, Value>) -> Result<SearchRequest, ApiError> {
             ))
         }
     };
-    let mut search = SearchRequest {
-        by,
-        k,
-        min_score,
-        filters: Filters { prefix, content_type, uploaded_after_ms, uploaded_before_ms },
-        dedup,
-        offset: 0,
-    };
-    if let Some(cursor) = optional_text(&mut params, "cursor")? {
+    let filter = SearchFilter { prefix, content_type, uploaded_after_ms, uploaded_before_ms, exclude_id: None };
+    let mut search = SearchRequest { by, k, min_score, filter, dedup, offset: 0 };
+    if let Some(text) = optional_text(&mut params, "cursor")? {
         search.offset =
-            search.offset_from_cursor(&cursor).map_err(|e| ApiError::bad_request("invalid_cursor", e.to_string()))?;
+            cursor::offset(&search, &text).map_err(|e| ApiError::bad_request("invalid_cursor", e.to_string()))?;
     }
     Ok(search)
 }
@@ -308,7 +218,7 @@ fn invalid_code(name: &str) -> &'static str {
 /// An RFC 3339 time as milliseconds since the epoch.
 fn time(params: &mut Map<String, Value>, name: &'static str) -> Result<Option<i64>, ApiError> {
     let Some(text) = optional_text(params, name)? else { return Ok(None) };
-    chrono::DateTime::parse_from_rfc3339(text.trim()).map(|t| Some(t.timestamp_millis())).map_err(|e| {
+    parse_rfc3339_ms(text.trim()).map(Some).map_err(|e| {
         ApiError::bad_request(
             "invalid_time",
             format!("`{name}` must be an RFC 3339 date-time like 2024-05-01T00:00:00Z; got {text:?} ({e})"),
@@ -343,54 +253,10 @@ fn shown(value: &Value) -> String {
     }
 }
 
-fn classify(error: &SearchError) -> ApiError {
-    match error {
-        SearchError::BadQuery(e) => ApiError::bad_request("invalid_query", e.to_string()),
-        SearchError::NotIndexed(_) => {
-            ApiError { status: StatusCode::NOT_FOUND, code: "not_indexed", message: error.to_string() }
-        }
-        SearchError::Index(IndexError::Unavailable(_)) => ApiError {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            code: "index_unavailable",
-            message: "the search index is not answering; try again shortly".into(),
-        },
-        SearchError::Index(_) | SearchError::Inference(_) | SearchError::Store(_) => ApiError {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            code: "internal_error",
-            message: "the search failed on the server; the request id identifies it in the logs".into(),
-        },
-    }
-}
-
-fn error_response(error: &ApiError, request_id: Option<&str>) -> Response<Body> {
-    let mut body = json!({"error": {"code": error.code, "message": error.message}});
-    if let Some(id) = request_id {
-        body["error"]["request_id"] = Value::String(id.to_string());
-    }
-    json_response(error.status, &body)
-}
-
-fn text_response(content_type: &'static str, text: &'static str) -> Response<Body> {
-    Response::builder()
-        .status(StatusCode::OK)
-        .header("content-type", content_type)
-        .header("x-content-type-options", "nosniff")
-        .body(Body::from(text))
-        .expect("static response parts are valid")
-}
-
-fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response<Body> {
-    let text = serde_json::to_string(body).unwrap_or_else(|_| "{}".to_string());
-    Response::builder()
-        .status(status)
-        .header("content-type", "application/json")
-        .body(Body::from(text))
-        .expect("static response parts are valid")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn params(pairs: &[(&str, Value)]) -> Map<String, Value> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
@@ -462,12 +328,12 @@ mod tests {
             ("uploaded_before", json!("2024-05-01T00:00:00.001Z")),
         ])
         .unwrap();
-        assert_eq!(ok.filters.prefix.as_deref(), Some("a\"b\\ or "));
-        assert_eq!(ok.filters.content_type.as_deref(), Some("image/jpeg"));
-        assert_eq!(ok.filters.uploaded_after_ms, Some(1_714_521_600_000));
-        assert_eq!(ok.filters.uploaded_before_ms, Some(1_714_521_600_001));
-        assert_eq!(check(&[("prefix", json!(""))]).unwrap().filters.prefix, None);
-        assert_eq!(check(&[("prefix", json!("x".repeat(1024)))]).unwrap().filters.prefix.unwrap().len(), 1024);
+        assert_eq!(ok.filter.prefix.as_deref(), Some("a\"b\\ or "));
+        assert_eq!(ok.filter.content_type.as_deref(), Some("image/jpeg"));
+        assert_eq!(ok.filter.uploaded_after_ms, Some(1_714_521_600_000));
+        assert_eq!(ok.filter.uploaded_before_ms, Some(1_714_521_600_001));
+        assert_eq!(check(&[("prefix", json!(""))]).unwrap().filter.prefix, None);
+        assert_eq!(check(&[("prefix", json!("x".repeat(1024)))]).unwrap().filter.prefix.unwrap().len(), 1024);
         assert_eq!(code(&[("prefix", json!("x".repeat(1025)))]), "invalid_prefix");
         assert_eq!(code(&[("prefix", json!(["a"]))]), "invalid_prefix");
         for bad in ["jpeg", "image/", "/jpeg", "image/jpeg\" or 1", "image/jp eg"] {
@@ -485,18 +351,27 @@ mod tests {
         assert!(!check(&[("dedup", json!("0"))]).unwrap().dedup);
         assert_eq!(code(&[("dedup", json!("yes"))]), "invalid_dedup");
         let first = check(&[]).unwrap();
-        assert_eq!(check(&[("cursor", json!(first.cursor_at(10)))]).unwrap().offset, 10);
+        assert_eq!(check(&[("cursor", json!(cursor::at(&first, 10)))]).unwrap().offset, 10);
         assert_eq!(code(&[("cursor", json!("garbage"))]), "invalid_cursor");
-        assert_eq!(code(&[("cursor", json!(first.cursor_at(10))), ("prefix", json!("x/"))]), "invalid_cursor");
+        assert_eq!(code(&[("cursor", json!(cursor::at(&first, 10))), ("prefix", json!("x/"))]), "invalid_cursor");
     }
 
     #[test]
     fn json_bodies() {
-        let body = from_json(&Body::from(r#"{"q": "cat", "k": 3, "dedup": null}"#)).unwrap();
+        let body = from_json(br#"{"q": "cat", "k": 3, "dedup": null}"#).unwrap();
         assert_eq!(validate(body).unwrap(), SearchRequest::text("cat", 3));
-        assert_eq!(from_json(&Body::from("{oops")).unwrap_err().code, "malformed_json");
-        assert_eq!(from_json(&Body::from("[1]")).unwrap_err().code, "malformed_json");
-        assert_eq!(from_json(&Body::Empty).unwrap_err().code, "malformed_json");
+        assert_eq!(from_json(b"{oops").unwrap_err().code, "malformed_json");
+        assert_eq!(from_json(b"[1]").unwrap_err().code, "malformed_json");
+        assert_eq!(from_json(b"").unwrap_err().code, "malformed_json");
+    }
+
+    #[test]
+    fn query_strings_are_form_decoded_and_the_first_value_wins() {
+        let params = from_query(Some("q=red+bicycle&k=3&k=5&prefix=a%2Fb%20c"));
+        assert_eq!(params["q"], "red bicycle");
+        assert_eq!(params["k"], "3");
+        assert_eq!(params["prefix"], "a/b c");
+        assert!(from_query(None).is_empty());
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //!
 //! Both reuse [`Ingestor::apply`], so an object is checked, embedded and stored exactly as the
 //! ingest function would. Backfill is resumable by construction: an object whose ETag is
-//! already indexed is skipped, so a rerun after Ctrl-C or a crash continues where it stopped.
+//! already indexed is left as it is, so a rerun after Ctrl-C or a crash continues where it stopped.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,16 +12,17 @@ use std::sync::Arc;
 use futures::StreamExt;
 use serde::Serialize;
 
-use crate::index::{record_id, IndexError, IndexedObject, VectorIndex};
-use crate::ingest::{IngestError, Ingestor, ObjectChange};
-use crate::retry::retry;
+use crate::domain::ingest::{IngestError, Ingestor, ObjectChange};
+use crate::domain::record::{record_id, NotIndexed};
+use crate::domain::retry::retry;
+use crate::index::{IndexError, IndexedObject, VectorIndex};
 use crate::store::{ListedObject, ObjectStore, StoreError};
 
 /// How a bulk run reports progress (a terminal bar, log lines, or nothing).
 pub trait Progress: Send + Sync {
     /// The number of objects that will be looked at.
     fn start(&self, total: u64);
-    /// `done` more objects were handled (indexed, skipped or failed).
+    /// `done` more objects were handled (indexed, unchanged or failed).
     fn advance(&self, done: u64);
     fn finish(&self);
 }
@@ -54,27 +55,21 @@ impl Default for BackfillOptions {
 pub struct BackfillSummary {
     pub listed: usize,
     pub indexed: Vec<String>,
-    /// Already indexed with the same ETag.
-    pub skipped: usize,
-    /// Objects that were not indexed, with the reason (bad image, too large, or an error after retries).
-    pub failed: Vec<Failure>,
+    /// Already indexed with the same ETag: not embedded again.
+    pub unchanged: usize,
+    /// Objects that were not indexed, with the reason (skipped as bad objects, or an error after retries).
+    pub failed: Vec<NotIndexed>,
     /// Stopped early (Ctrl-C): rerun to continue.
     pub interrupted: bool,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Failure {
-    pub key: String,
-    pub reason: String,
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum BulkError {
-    #[error("listing the bucket failed: {0}")]
+    #[error("listing the bucket failed")]
     List(#[from] StoreError),
-    #[error("the index failed: {0}")]
+    #[error("the index failed")]
     Index(#[from] IndexError),
-    #[error(transparent)]
+    #[error("ingesting failed")]
     Ingest(#[from] IngestError),
 }
 
@@ -116,14 +111,14 @@ pub async fn backfill(
         };
         match result {
             Ok(report) => {
-                summary.skipped += report.unchanged.len();
+                summary.unchanged += report.unchanged.len();
                 summary.indexed.extend(report.indexed);
-                summary.failed.extend(report.skipped.into_iter().map(|s| Failure { key: s.key, reason: s.reason }));
+                summary.failed.extend(report.skipped);
             }
             Err(e) => {
-                tracing::error!(error = %e, objects = batch.len(), "batch failed after retries");
-                let reason = e.to_string();
-                summary.failed.extend(batch.iter().map(|o| Failure { key: o.key.clone(), reason: reason.clone() }));
+                let reason = super::describe(&e);
+                tracing::error!(error = %reason, objects = batch.len(), "batch failed after retries");
+                summary.failed.extend(batch.iter().map(|o| NotIndexed { key: o.key.clone(), reason: reason.clone() }));
             }
         }
         progress.advance(batch.len() as u64);
@@ -132,7 +127,7 @@ pub async fn backfill(
     Ok(summary)
 }
 
-/// Drops the objects already indexed with the same ETag (counted as skipped), in pages.
+/// Drops the objects already indexed with the same ETag (counted as unchanged), in pages.
 async fn not_indexed(
     ingestor: &Ingestor,
     bucket: &str,
@@ -146,7 +141,7 @@ async fn not_indexed(
         let indexed = retry(&ingestor.retry, "etag lookup", || ingestor.index.etags(&ids)).await?;
         for (object, id) in page.iter().zip(&ids) {
             if indexed.get(id).is_some_and(|etag| *etag == object.etag) {
-                summary.skipped += 1;
+                summary.unchanged += 1;
                 progress.advance(1);
             } else {
                 todo.push(object.clone());

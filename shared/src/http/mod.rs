@@ -1,0 +1,194 @@
+//! The search HTTP API: one axum [`Router`] for API Gateway (run under `lambda_http`),
+//! `clip-search serve` and the tests.
+//!
+//! `GET /` (the web page), `GET /openapi.json`, `GET /health`, and `GET /search?q=TEXT&k=N`
+//! or `POST /search {"q": "...", "k": N}` with the parameters in [`PARAMETERS`].
+//! Errors are `{"error": {"code", "message"}}` with a message that says what to fix;
+//! server-side failures add a `request_id` and never carry internals.
+
+mod cursor;
+mod params;
+mod wire;
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{RawQuery, State};
+use axum::http::{Method, Request, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, MethodRouter};
+use axum::Router;
+use lambda_http::RequestExt;
+use serde::Serialize;
+use serde_json::{json, Value};
+use tower::util::MapRequest;
+
+pub use cursor::CursorError;
+pub use params::{ApiError, PARAMETERS};
+pub use wire::{SearchResponse, SearchResult};
+
+use crate::domain::search::{SearchError, Searcher};
+use crate::index::IndexError;
+
+/// The OpenAPI 3.1 description of this API, served at `/openapi.json`.
+pub const OPENAPI_JSON: &str = include_str!("../../openapi.json");
+/// The search page, self-contained (no CDN), served at `/`.
+pub const PAGE_HTML: &str = include_str!("../../web/index.html");
+/// The page loads thumbnails from S3 and talks only to this API.
+const PAGE_CSP: &str = "default-src 'none'; img-src https: http: data:; style-src 'unsafe-inline'; \
+                        script-src 'unsafe-inline'; connect-src 'self'; base-uri 'none'; form-action 'self'";
+
+/// The API's routes. Serve it through [`service`], which routes by the last path segment.
+pub fn router(searcher: Arc<Searcher>) -> Router {
+    Router::new()
+        .route("/", page())
+        .route("/index.html", page())
+        .route(
+            "/openapi.json",
+            only_get("openapi.json", get(|| async { text_response("application/json", OPENAPI_JSON) })),
+        )
+        .route("/health", only_get("health", get(health)))
+        .route(
+            "/search",
+            get(search)
+                .post(search)
+                .fallback(|method: Method| async move { method_not_allowed(&method, "search", "GET, POST") }),
+        )
+        .fallback(|uri: Uri| async move {
+            let message = format!(
+                "no such path {:?}; the API has GET / (the page), GET /openapi.json, GET /health and GET/POST /search",
+                uri.path()
+            );
+            error_response(&ApiError { status: StatusCode::NOT_FOUND, code: "not_found", message }, None)
+        })
+        .with_state(searcher)
+}
+
+/// The router as API Gateway and the local server call it. A route is the last segment of the
+/// path: API Gateway puts a REST API's stage in front (`/prod/search`), `cargo lambda watch` its
+/// function URL prefix, and a trailing slash is allowed.
+pub fn service<B>(searcher: Arc<Searcher>) -> MapRequest<Router, fn(Request<B>) -> Request<B>> {
+    MapRequest::new(router(searcher), route_by_last_segment::<B>)
+}
+
+fn route_by_last_segment<B>(mut request: Request<B>) -> Request<B> {
+    let raw = request.raw_http_path();
+    let path = if raw.is_empty() { request.uri().path() } else { raw };
+    let route = format!("/{}", path.trim_end_matches('/').rsplit('/').next().unwrap_or_default());
+    let uri = match request.uri().query() {
+        Some(query) => format!("{route}?{query}"),
+        None => route,
+    };
+    if let Ok(uri) = uri.parse() {
+        *request.uri_mut() = uri;
+    }
+    request
+}
+
+fn page() -> MethodRouter<Arc<Searcher>> {
+    only_get(
+        "",
+        get(|| async {
+            let mut page = text_response("text/html; charset=utf-8", PAGE_HTML);
+            page.headers_mut().insert("content-security-policy", PAGE_CSP.parse().expect("static header value"));
+            page
+        }),
+    )
+}
+
+/// GET (and so HEAD, which axum answers without the body); any other method is a JSON 405.
+fn only_get(route: &'static str, router: MethodRouter<Arc<Searcher>>) -> MethodRouter<Arc<Searcher>> {
+    router.fallback(move |method: Method| async move { method_not_allowed(&method, route, "GET, HEAD") })
+}
+
+fn method_not_allowed(method: &Method, route: &str, allowed: &'static str) -> Response {
+    let error = ApiError {
+        status: StatusCode::METHOD_NOT_ALLOWED,
+        code: "method_not_allowed",
+        message: format!("{method} is not allowed on /{route}; use {allowed}"),
+    };
+    let mut response = error_response(&error, None);
+    response.headers_mut().insert("allow", allowed.parse().expect("static header value"));
+    response
+}
+
+async fn health(State(searcher): State<Arc<Searcher>>) -> Response {
+    let health = searcher.health().await;
+    let status = if health.milvus.ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    json_response(status, &health)
+}
+
+async fn search(
+    State(searcher): State<Arc<Searcher>>,
+    method: Method,
+    RawQuery(query): RawQuery,
+    request: Request<Body>,
+) -> Response {
+    let request_id = request.lambda_context_ref().map(|c| c.request_id.clone()).unwrap_or_default();
+    let params = if method == Method::POST {
+        match axum::body::to_bytes(request.into_body(), MAX_BODY_BYTES).await {
+            Ok(bytes) => params::from_json(&bytes),
+            Err(_) => Err(ApiError::bad_request(
+                "malformed_json",
+                format!("the request body is over {MAX_BODY_BYTES} bytes; send JSON like {{\"q\": \"red bicycle\", \"k\": 10}}"),
+            )),
+        }
+    } else {
+        Ok(params::from_query(query.as_deref()))
+    };
+    let request = match params.and_then(params::validate) {
+        Ok(request) => request,
+        Err(e) => return error_response(&e, None),
+    };
+    match searcher.search(&request).await {
+        Ok(page) => json_response(StatusCode::OK, &SearchResponse::new(&request, page)),
+        Err(e) => {
+            let api = classify(&e);
+            if api.status.is_server_error() {
+                tracing::error!(request_id = %request_id, error = %e, "search failed");
+                error_response(&api, Some(&request_id))
+            } else {
+                error_response(&api, None)
+            }
+        }
+    }
+}
+
+/// Larger than any valid request: a query is at most 1000 characters.
+const MAX_BODY_BYTES: usize = 64 * 1024;
+
+fn classify(error: &SearchError) -> ApiError {
+    match error {
+        SearchError::BadQuery(e) => ApiError::bad_request("invalid_query", e.to_string()),
+        SearchError::NotIndexed(_) => {
+            ApiError { status: StatusCode::NOT_FOUND, code: "not_indexed", message: error.to_string() }
+        }
+        SearchError::Index(IndexError::Unavailable(_)) => ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "index_unavailable",
+            message: "the search index is not answering; try again shortly".into(),
+        },
+        SearchError::Index(_) | SearchError::Inference(_) | SearchError::Store(_) => ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: "internal_error",
+            message: "the search failed on the server; the request id identifies it in the logs".into(),
+        },
+    }
+}
+
+fn error_response(error: &ApiError, request_id: Option<&str>) -> Response {
+    let mut body = json!({"error": {"code": error.code, "message": error.message}});
+    if let Some(id) = request_id {
+        body["error"]["request_id"] = Value::String(id.to_string());
+    }
+    json_response(error.status, &body)
+}
+
+fn text_response(content_type: &'static str, text: &'static str) -> Response {
+    ([("content-type", content_type), ("x-content-type-options", "nosniff")], text).into_response()
+}
+
+fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response {
+    let text = serde_json::to_string(body).unwrap_or_else(|_| "{}".to_string());
+    (status, [("content-type", "application/json")], Bytes::from(text)).into_response()
+}
