@@ -67,9 +67,12 @@ pub fn router(searcher: Arc<Searcher>) -> Router {
 /// The router as API Gateway and the local server call it. A route is the last segment of the
 /// path: API Gateway puts a REST API's stage in front (`/prod/search`), `cargo lambda watch` its
 /// function URL prefix, and a trailing slash is allowed.
-pub fn service<B>(searcher: Arc<Searcher>) -> MapRequest<Router, fn(Request<B>) -> Request<B>> {
+pub fn service<B>(searcher: Arc<Searcher>) -> Service<B> {
     MapRequest::new(router(searcher), route_by_last_segment::<B>)
 }
+
+/// What [`service`] returns: the router behind the path rewrite, for requests with bodies of type `B`.
+pub type Service<B> = MapRequest<Router, fn(Request<B>) -> Request<B>>;
 
 fn route_by_last_segment<B>(mut request: Request<B>) -> Request<B> {
     let raw = request.raw_http_path();

@@ -11,6 +11,7 @@ use aws_sdk_s3::Client;
 
 use super::{normalize_etag, ListedObject, ObjectStore, PresignedUrl, StoreError, StoredObject};
 use crate::config::S3Config;
+use crate::domain::describe;
 
 #[derive(Clone)]
 pub struct S3Store {
@@ -162,19 +163,8 @@ where
             }
         }
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            StoreError::Unavailable(error_chain(&err))
+            StoreError::Unavailable(describe(&err))
         }
-        _ => StoreError::Refused(error_chain(&err)),
+        _ => StoreError::Refused(describe(&err)),
     }
-}
-
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut message = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
 }
