@@ -4,7 +4,7 @@ activations quantized at run time) of both towers, every other file copied uncha
     python bench/quantize.py SOURCE_BUNDLE DEST_BUNDLE
 
 The bench (scripts/bench) times it beside fp32 and reports its size and its cosine to the fp32
-embeddings on the fixture images and queries. It is an option, not the default (see the README).
+embeddings on the fixture images and queries. It is an option, not the default (see docs/benchmarks.md).
 """
 
 import shutil

@@ -52,6 +52,8 @@ pub fn router(searcher: Arc<Searcher>) -> Router {
             "/search",
             get(search)
                 .post(search)
+                // axum would answer HEAD with the GET handler; a search is not a resource to HEAD.
+                .head(|| async { method_not_allowed(&Method::HEAD, "search", "GET, POST") })
                 .fallback(|method: Method| async move { method_not_allowed(&method, "search", "GET, POST") }),
         )
         .fallback(|uri: Uri| async move {

@@ -5,7 +5,7 @@
 //! on the next call, so a container started while Milvus was down recovers by itself. Containers
 //! that start together may race to create the collection: the losers check what the winner made.
 //!
-//! Milvus Lite gaps handled here (see the README): `create_index` is sent without waiting
+//! Milvus Lite gaps handled here (see docs/milvus.md): `create_index` is sent without waiting
 //! (`sync(false)`), deletes use a filter expression instead of `ids(..)` (which the SDK sends
 //! as a filter template Lite cannot parse), and `has_collection` replaces `list_collections`.
 
