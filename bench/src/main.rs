@@ -16,7 +16,7 @@
 
 mod services;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use std::borrow::Cow;
@@ -48,8 +48,10 @@ fn time(iters: usize, per: usize, mut f: impl FnMut()) -> Value {
     stats(samples)
 }
 
+/// `threads` intra-op threads; the library from `ORT_DYLIB_PATH`, else the pinned one in `.local/onnxruntime/`
+/// (as the tests find it), else ONNX Runtime's default places.
 pub(crate) fn runtime(threads: usize) -> RuntimeOptions {
-    RuntimeOptions { dylib_path: std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from), intra_threads: Some(threads) }
+    RuntimeOptions { dylib_path: tests::onnxruntime_library(), intra_threads: Some(threads) }
 }
 
 /// `full_decode`: decode every JPEG at full size (the reference's way) instead of DCT-scaled.
@@ -234,12 +236,12 @@ fn main() {
         "session-ready" => services::session_ready(&model, threads, &rest[0]),
         "search" => {
             let queries: Vec<String> = std::fs::read_to_string(&rest[1]).unwrap().lines().map(str::to_string).collect();
-            let stack = services::Stack::read(Path::new(&rest[0]));
+            let stack = tests::Stack::read(Path::new(&rest[0]));
             let vectors: usize = rest[2].parse().expect(usage);
             tokio_runtime().block_on(services::search(&model, threads, iters, vectors, &stack, &queries))
         }
         "ingest" => {
-            let stack = services::Stack::read(Path::new(&rest[0]));
+            let stack = tests::Stack::read(Path::new(&rest[0]));
             tokio_runtime().block_on(services::ingest(&model, threads, &rest[1..], &stack))
         }
         _ => panic!("{usage}"),

@@ -1,21 +1,23 @@
 //! Timings that need the local stack's services (Milvus Lite, SeaweedFS): the search handler end
 //! to end over a collection of 10,000 vectors, and the ingest path per image, stage by stage.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lambda_http::RequestExt;
 use serde_json::{json, Value};
-use shared::config::{MilvusConfig, S3Config};
+use shared::domain::ingest::{Ingestor, ObjectChange};
+use shared::domain::record::{record_id, ImageRecord};
+use shared::domain::retry::RetryPolicy;
+use shared::domain::search::Searcher;
 use shared::embedder::decode::decode_rgb_reduced;
 use shared::embedder::{
     ClipImageEncoder, ClipTextEncoder, ImageEmbedder, ModelBundle, TextEmbedder, DEFAULT_JPEG_REDUCTION_MARGIN,
 };
-use shared::index::{record_id, ImageRecord, MilvusIndex, SearchQuery, VectorIndex};
-use shared::search::Searcher;
-use shared::store::{ObjectStore, S3Store};
+use shared::index::{SearchQuery, VectorIndex};
+use shared::store::ObjectStore;
+use tests::{apigw_request, with_query, Stack};
+use tower::ServiceExt;
 
 use crate::runtime;
 
@@ -27,55 +29,11 @@ pub fn percentiles(mut samples: Vec<f64>) -> Value {
            "max_ms": samples[samples.len() - 1], "calls": samples.len()})
 }
 
+/// Milvus RPC timeout: the search benchmark upserts in batches of 1,000 vectors.
+const MILVUS_TIMEOUT: Duration = Duration::from_secs(30);
+
 fn ms(start: Instant) -> f64 {
     start.elapsed().as_secs_f64() * 1000.0
-}
-
-pub struct Stack(HashMap<String, String>);
-
-impl Stack {
-    pub fn read(path: &Path) -> Stack {
-        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        Stack(
-            text.lines()
-                .filter(|l| !l.starts_with('#'))
-                .filter_map(|l| l.split_once('='))
-                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-                .collect(),
-        )
-    }
-
-    fn get(&self, name: &str) -> &str {
-        self.0.get(name).unwrap_or_else(|| panic!("{name} missing from stack.env"))
-    }
-
-    async fn s3(&self) -> S3Store {
-        let credentials = aws_sdk_s3::config::Credentials::new(
-            self.get("AWS_ACCESS_KEY_ID"),
-            self.get("AWS_SECRET_ACCESS_KEY"),
-            None,
-            None,
-            "stack",
-        );
-        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new(self.get("AWS_REGION").to_string()))
-            .credentials_provider(credentials)
-            .endpoint_url(self.get("AWS_ENDPOINT_URL_S3"))
-            .load()
-            .await;
-        S3Store::from_sdk_config(&config, &S3Config { force_path_style: true })
-    }
-
-    async fn milvus(&self, collection: &str, dim: usize) -> MilvusIndex {
-        let config = MilvusConfig {
-            uri: self.get("MILVUS_URI").to_string(),
-            token: Some(self.get("MILVUS_TOKEN").to_string()),
-            token_secret_arn: None,
-            collection: collection.to_string(),
-            timeout: Duration::from_secs(30),
-        };
-        MilvusIndex::new(&config, config.token.clone(), dim).await.expect("milvus client")
-    }
 }
 
 /// A deterministic unit vector (xorshift), so runs index the same data.
@@ -93,7 +51,7 @@ fn random_unit(seed: u64, dim: usize) -> Vec<f32> {
     v
 }
 
-/// The search handler (`shared::api::handle`, as the Lambda runs it) over `vectors` indexed
+/// The search handler (`shared::http::service`, as the Lambda runs it) over `vectors` indexed
 /// images, `calls` queries, k = 10; each stage timed on its own for the breakdown.
 pub async fn search(
     model: &ModelBundle,
@@ -106,7 +64,7 @@ pub async fn search(
     let encoder = Arc::new(ClipTextEncoder::load(model, &runtime(threads)).expect("text tower"));
     let dim = encoder.dim();
     let collection = format!("bench_search_{}", std::process::id());
-    let index = Arc::new(stack.milvus(&collection, dim).await);
+    let index = stack.milvus_with_timeout(&collection, dim, MILVUS_TIMEOUT).await;
     let bucket = stack.get("STACK_BUCKET").to_string();
     let started = Instant::now();
     for chunk in (0..vectors).collect::<Vec<_>>().chunks(1000) {
@@ -141,19 +99,26 @@ pub async fn search(
         model_name: "bench".into(),
         collection: collection.clone(),
     };
+    // Built once, as `lambda_http::run` does; each request goes to a clone (the router is shared).
+    let api = shared::http::service::<lambda_http::Body>(Arc::new(searcher));
     let query = |i: usize| queries[i % queries.len()].as_str();
     // Warm-up: the first search loads the collection and the first inference allocates.
     for i in 0..3 {
-        shared::api::handle(&searcher, request(query(i))).await;
+        let _ = api.clone().oneshot(request(query(i))).await;
     }
     let mut handler = Vec::new();
     let (mut tokenize, mut infer, mut milvus, mut presign) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for i in 0..calls {
         let q = query(i);
+        let request = request(q);
         let start = Instant::now();
-        let response = shared::api::handle(&searcher, request(q)).await;
+        let Ok(response) = api.clone().oneshot(request).await;
         handler.push(ms(start));
-        assert_eq!(response.status(), 200, "search failed: {:?}", response.body());
+        if response.status() != 200 {
+            let status = response.status();
+            let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap_or_default();
+            panic!("search failed: {status} {}", String::from_utf8_lossy(&body));
+        }
 
         let start = Instant::now();
         let tokens = encoder.tokenize(q).expect("tokenize");
@@ -166,11 +131,10 @@ pub async fn search(
         milvus.push(ms(start));
         let start = Instant::now();
         for hit in &hits {
-            store.presign_get(&hit.bucket, &hit.key, Duration::from_secs(900)).await.expect("presign");
+            store.presign_get(&hit.record.bucket, &hit.record.key, Duration::from_secs(900)).await.expect("presign");
         }
         presign.push(ms(start));
     }
-    index.drop_collection().await.expect("drop");
     json!({
         "vectors": vectors, "k": 10, "insert_ms": load_ms,
         "handler": percentiles(handler), "tokenize": percentiles(tokenize), "infer": percentiles(infer),
@@ -178,17 +142,9 @@ pub async fn search(
     })
 }
 
+/// `GET /search?q=…&k=10` as API Gateway (HTTP API) delivers it.
 fn request(q: &str) -> lambda_http::Request {
-    let mut query = HashMap::new();
-    query.insert("q".to_string(), q.to_string());
-    query.insert("k".to_string(), "10".to_string());
-    lambda_http::http::Request::builder()
-        .method("GET")
-        .uri("/search")
-        .body(lambda_http::Body::Empty)
-        .expect("request")
-        .with_raw_http_path("/search")
-        .with_query_string_parameters(query)
+    apigw_request("v2-get-search.json", |json| with_query(json, &[("q", q), ("k", "10")]))
 }
 
 /// The ingest path per image: S3 GetObject, decode, preprocess (resize, crop), inference, upsert;
@@ -209,8 +165,8 @@ pub async fn ingest(model: &ModelBundle, threads: usize, files: &[String], stack
         store.client().put_object().bucket(&bucket).key(&key).body(body.into()).send().await.expect("put");
         keys.push(key);
     }
-    let index =
-        Arc::new(stack.milvus(&format!("bench_ingest_{}", std::process::id()), ImageEmbedder::dim(&*encoder)).await);
+    let collection = format!("bench_ingest_{}", std::process::id());
+    let index = stack.milvus_with_timeout(&collection, ImageEmbedder::dim(&*encoder), MILVUS_TIMEOUT).await;
     index.count().await.expect("collection ready");
     let cfg = encoder.preprocessor().config().clone();
     let min_side = (cfg.height.min(cfg.width) as f32 * DEFAULT_JPEG_REDUCTION_MARGIN).ceil() as u32;
@@ -254,22 +210,21 @@ pub async fn ingest(model: &ModelBundle, threads: usize, files: &[String], stack
     // The use case end to end, one object per call (as for one S3 record), after dropping the records above.
     let ids: Vec<String> = keys.iter().map(|k| record_id(&bucket, k)).collect();
     index.delete(&ids).await.expect("delete");
-    let ingestor = shared::ingest::Ingestor {
+    let ingestor = Ingestor {
         embedder: encoder.clone(),
         store: store.clone(),
         index: index.clone(),
         config: shared::config::IngestConfig { max_object_bytes: u64::MAX, retry_attempts: 1 },
-        retry: shared::retry::RetryPolicy::new(1),
+        retry: RetryPolicy::new(1),
     };
     let mut whole = Vec::new();
     for key in &keys {
-        let change = shared::ingest::ObjectChange::Created { bucket: bucket.clone(), key: key.clone(), etag: None };
+        let change = ObjectChange::Created { bucket: bucket.clone(), key: key.clone(), etag: None };
         let start = Instant::now();
         let report = ingestor.apply(vec![change]).await.expect("ingest");
         whole.push(ms(start));
         assert_eq!(report.indexed.len(), 1, "{report:?}");
     }
-    index.drop_collection().await.expect("drop");
     for key in &keys {
         store.client().delete_object().bucket(&bucket).key(key).send().await.expect("delete object");
     }
@@ -331,7 +286,7 @@ fn ready_after(program: &Path, args: &[std::ffi::OsString], env: &[(&str, std::f
         .args(args)
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("ORT_DYLIB_PATH", std::env::var_os("ORT_DYLIB_PATH").unwrap_or_default())
+        .env("ORT_DYLIB_PATH", tests::onnxruntime_library().unwrap_or_default())
         .env("AWS_LAMBDA_RUNTIME_API", &address)
         .envs(env.iter().cloned())
         .stdout(std::process::Stdio::null())

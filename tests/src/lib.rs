@@ -1,20 +1,40 @@
-//! Fixtures, golden files and the local stack's settings, shared by the integration tests in `tests/tests/`.
+//! The test kit: the one copy of what the integration tests (`tests/tests/integration/`), the CLI's
+//! tests (`cli/tests/`) and the benchmarks (`bench/`) share.
+//!
+//! - Fixtures and golden files: [`fixtures`], [`tiny_model`], [`golden_images`], [`golden_texts`], …
+//! - ONNX Runtime: [`runtime`] finds the pinned library (`ORT_DYLIB_PATH`, else `.local/onnxruntime/`).
+//! - The local stack: [`Stack`] reads `.local/stack.env`; [`Stack::milvus`] gives a [`TestCollection`]
+//!   that drops its collection when it goes out of scope, even when the test fails; a [`Sandbox`] is a
+//!   test's own bucket and collection.
+//! - The use cases and the HTTP API wired to the stack: [`ingestor`], [`searcher`], [`ingest`], [`call`],
+//!   [`call_json`].
+//! - Requests and objects: [`apigw_request`], [`with_query`], [`s3_event`], [`put`], [`unique`].
 
 use std::collections::HashMap;
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use lambda_http::http::HeaderMap;
+use lambda_http::RequestExt;
 use serde::Deserialize;
+use serde_json::Value;
 use shared::config::{IngestConfig, MilvusConfig, S3Config};
-use shared::embedder::onnx::RuntimeOptions;
+use shared::domain::ingest::{IngestError, IngestReport, Ingestor};
+use shared::domain::retry::RetryPolicy;
+use shared::domain::search::Searcher;
+use shared::embedder::onnx::{RuntimeOptions, ORT_LIBRARY, ORT_LOCAL_DIR};
 use shared::embedder::{ClipImageEncoder, ClipTextEncoder, ModelBundle};
+use shared::events::S3Event;
 use shared::index::MilvusIndex;
-use shared::ingest::Ingestor;
-use shared::retry::RetryPolicy;
-use shared::search::Searcher;
 use shared::store::S3Store;
+
+/// The repository's root directory.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is inside the repository").to_path_buf()
+}
 
 /// `tests/fixtures/` of this repository.
 pub fn fixtures() -> PathBuf {
@@ -26,10 +46,29 @@ pub fn tiny_model() -> ModelBundle {
     ModelBundle::open(fixtures().join("tiny-clip")).expect("tiny model bundle")
 }
 
-/// Runtime options from the environment (ORT_DYLIB_PATH, ORT_INTRA_THREADS), defaults otherwise.
+// ---------------------------------------------------------------------------------------------------------
+// ONNX Runtime.
+
+/// The ONNX Runtime library to load: `ORT_DYLIB_PATH` when set, else the version pinned in
+/// `onnxruntime.version` where `scripts/install-onnxruntime` puts it, when it is there.
+pub fn onnxruntime_library() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(path));
+    }
+    Some(repo_root().join(ORT_LOCAL_DIR).join(ORT_LIBRARY)).filter(|p| p.is_file())
+}
+
+/// Runtime options for the tests: the library of [`onnxruntime_library`] (panics, saying how to
+/// install it, when there is none) and `ORT_INTRA_THREADS` when set.
 pub fn runtime() -> RuntimeOptions {
+    let Some(library) = onnxruntime_library() else {
+        panic!(
+            "ONNX Runtime not found: ORT_DYLIB_PATH is not set and {} does not exist; run bash scripts/install-onnxruntime",
+            repo_root().join(ORT_LOCAL_DIR).join(ORT_LIBRARY).display()
+        )
+    };
     let threads = std::env::var("ORT_INTRA_THREADS").ok().and_then(|v| v.parse().ok());
-    RuntimeOptions { dylib_path: std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from), intra_threads: threads }
+    RuntimeOptions { dylib_path: Some(library), intra_threads: threads }
 }
 
 pub fn image_encoder() -> ClipImageEncoder {
@@ -40,6 +79,9 @@ pub fn image_encoder() -> ClipImageEncoder {
 pub fn text_encoder() -> ClipTextEncoder {
     ClipTextEncoder::load(&tiny_model(), &runtime()).expect("textual tower loads")
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// Golden files and fixtures.
 
 #[derive(Debug, Deserialize)]
 pub struct GoldenImage {
@@ -71,16 +113,23 @@ fn golden_dir() -> PathBuf {
     fixtures().join("golden")
 }
 
-/// Per fixture image: decoded size, reference tensor file and embedding (tests/reference/golden.py).
+/// Per fixture image: decoded size, reference tensor file and embedding (tests/reference/golden.py);
+/// at least 14 of them.
 pub fn golden_images() -> Vec<GoldenImage> {
     let text = std::fs::read_to_string(golden_dir().join("images.json")).expect("golden/images.json");
-    serde_json::from_str::<ImagesFile>(&text).expect("golden images parse").images
+    at_least(14, "fixture images", serde_json::from_str::<ImagesFile>(&text).expect("golden images parse").images)
 }
 
-/// Per query: token ids and embedding from the reference.
+/// Per query: token ids and embedding from the reference; at least 20 of them.
 pub fn golden_texts() -> Vec<GoldenText> {
     let text = std::fs::read_to_string(golden_dir().join("texts.json")).expect("golden/texts.json");
-    serde_json::from_str::<TextsFile>(&text).expect("golden texts parse").texts
+    at_least(20, "golden queries", serde_json::from_str::<TextsFile>(&text).expect("golden texts parse").texts)
+}
+
+/// So that a parity test cannot pass by comparing (almost) nothing.
+fn at_least<T>(n: usize, what: &str, items: Vec<T>) -> Vec<T> {
+    assert!(items.len() >= n, "expected at least {n} {what}, found {}", items.len());
+    items
 }
 
 /// The reference's preprocessed tensor (little-endian f32, CHW).
@@ -97,18 +146,29 @@ pub fn bad_input(name: &str) -> Vec<u8> {
     std::fs::read(fixtures().join("bad").join(name)).unwrap_or_else(|e| panic!("bad input {name}: {e}"))
 }
 
+// ---------------------------------------------------------------------------------------------------------
+// The local stack.
+
 /// The running local stack (`bash scripts/stack up`), read from `.local/stack.env` or `$STACK_ENV`.
 pub struct Stack {
     vars: HashMap<String, String>,
 }
 
 impl Stack {
-    /// Panics, saying how to start it, when the stack is not running: these tests never skip themselves.
+    /// `$STACK_ENV`, else `.local/stack.env` in the repository (written by `scripts/stack up`).
+    pub fn env_path() -> PathBuf {
+        std::env::var_os("STACK_ENV").map(PathBuf::from).unwrap_or_else(|| repo_root().join(".local/stack.env"))
+    }
+
+    /// The stack of [`Stack::env_path`]. Panics, saying how to start it, when the stack is not
+    /// running: these tests never skip themselves.
     pub fn load() -> Stack {
-        let path = std::env::var_os("STACK_ENV")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.local/stack.env"));
-        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        Stack::read(&Stack::env_path())
+    }
+
+    /// The stack described by the `stack.env` at `path`; panics, saying how to start it, when there is none.
+    pub fn read(path: &Path) -> Stack {
+        let text = std::fs::read_to_string(path).unwrap_or_else(|e| {
             panic!(
                 "the local stack is not running ({}: {e}); start it with `bash scripts/stack up --detach --no-demo`",
                 path.display()
@@ -148,18 +208,29 @@ impl Stack {
         S3Store::from_sdk_config(&self.aws().await, &S3Config { force_path_style: true })
     }
 
-    /// A Milvus index on a collection of its own.
-    pub async fn milvus(&self, collection: &str, dim: usize) -> MilvusIndex {
-        self.milvus_at(self.get("MILVUS_URI"), collection, dim).await
+    /// A Milvus index on a collection of its own (created on first use), dropped with the guard.
+    pub async fn milvus(&self, collection: &str, dim: usize) -> TestCollection {
+        self.milvus_with_timeout(collection, dim, Duration::from_secs(10)).await
     }
 
-    pub async fn milvus_at(&self, uri: &str, collection: &str, dim: usize) -> MilvusIndex {
+    /// [`Stack::milvus`] with another RPC timeout (the benchmarks insert large batches).
+    pub async fn milvus_with_timeout(&self, collection: &str, dim: usize, timeout: Duration) -> TestCollection {
+        TestCollection { index: Arc::new(self.milvus_client(self.get("MILVUS_URI"), collection, dim, timeout).await) }
+    }
+
+    /// An index whose Milvus does not answer (nothing listens on port 1): nothing is created, so
+    /// there is nothing to drop.
+    pub async fn unreachable_milvus(&self, dim: usize) -> Arc<MilvusIndex> {
+        Arc::new(self.milvus_client("http://127.0.0.1:1", "unreachable", dim, Duration::from_secs(10)).await)
+    }
+
+    async fn milvus_client(&self, uri: &str, collection: &str, dim: usize, timeout: Duration) -> MilvusIndex {
         let config = MilvusConfig {
             uri: uri.to_string(),
             token: Some(self.get("MILVUS_TOKEN").to_string()),
             token_secret_arn: None,
             collection: collection.to_string(),
-            timeout: Duration::from_secs(10),
+            timeout,
         };
         MilvusIndex::new(&config, config.token.clone(), dim).await.expect("milvus client")
     }
@@ -177,52 +248,60 @@ impl Stack {
     }
 }
 
+/// A Milvus collection of one test (or benchmark): derefs to its `Arc<MilvusIndex>`, and drops the
+/// collection when it goes out of scope, also when the test panics.
+pub struct TestCollection {
+    index: Arc<MilvusIndex>,
+}
+
+impl Deref for TestCollection {
+    type Target = Arc<MilvusIndex>;
+
+    fn deref(&self) -> &Arc<MilvusIndex> {
+        &self.index
+    }
+}
+
+impl Drop for TestCollection {
+    /// `Drop` is synchronous and may run inside a test's runtime: the drop request runs on a thread
+    /// of its own with its own runtime. Errors (Milvus gone, the collection never created) are
+    /// ignored: a leftover collection must not hide the test's own outcome.
+    fn drop(&mut self) {
+        let index = self.index.clone();
+        let dropping = std::thread::spawn(move || {
+            if let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                let _ = runtime.block_on(index.drop_collection());
+            }
+        });
+        let _ = dropping.join();
+    }
+}
+
+/// What most stack tests start with: the stack, its S3, and a new bucket and a Milvus collection
+/// of the test's own, both named after `name` (the collection is dropped with [`Sandbox::index`]).
+pub struct Sandbox {
+    pub stack: Stack,
+    pub s3: S3Store,
+    pub bucket: String,
+    pub index: TestCollection,
+}
+
+impl Sandbox {
+    /// Panics, saying how to start it, when the stack is not running.
+    pub async fn new(name: &str, dim: usize) -> Sandbox {
+        let stack = Stack::load();
+        let s3 = stack.s3().await;
+        let bucket = stack.bucket(&s3, name).await;
+        let index = stack.milvus(&unique(&format!("t_{name}")).replace('-', "_"), dim).await;
+        Sandbox { stack, s3, bucket, index }
+    }
+}
+
 /// A name no other test (or earlier run) uses: `prefix_<ms>_<n>`.
 pub fn unique(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
     let ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() % 1_000_000_000;
     format!("{prefix}_{ms}_{}", N.fetch_add(1, Ordering::Relaxed))
-}
-
-/// The ingest use case wired to the stack's S3, a fresh Milvus collection and the tiny model.
-pub fn ingestor(s3: &S3Store, index: Arc<MilvusIndex>) -> Ingestor {
-    Ingestor {
-        embedder: Arc::new(image_encoder()),
-        store: Arc::new(s3.clone()),
-        index,
-        config: IngestConfig { max_object_bytes: 50 * 1024 * 1024, retry_attempts: 2 },
-        retry: RetryPolicy::new(2),
-    }
-}
-
-pub fn searcher(s3: &S3Store, index: Arc<MilvusIndex>) -> Searcher {
-    Searcher {
-        embedder: Arc::new(text_encoder()),
-        collection: index.collection().to_string(),
-        index,
-        store: Arc::new(s3.clone()),
-        url_ttl: Duration::from_secs(900),
-        model_name: "tiny-clip".into(),
-    }
-}
-
-/// A committed S3 event with its bucket name replaced.
-pub fn s3_event(name: &str, bucket: &str) -> shared::ingest::S3Event {
-    let text = std::fs::read_to_string(fixtures().join("events").join(name)).expect("event fixture");
-    let mut event: serde_json::Value = serde_json::from_str(&text).expect("event JSON");
-    for record in event["Records"].as_array_mut().expect("Records") {
-        record["s3"]["bucket"]["name"] = serde_json::Value::String(bucket.to_string());
-        record["s3"]["bucket"]["arn"] = serde_json::Value::String(format!("arn:aws:s3:::{bucket}"));
-    }
-    serde_json::from_value(event).expect("a valid S3 event")
-}
-
-/// A committed API Gateway request, edited by `edit`.
-pub fn apigw_request(name: &str, edit: impl FnOnce(&mut serde_json::Value)) -> lambda_http::Request {
-    let text = std::fs::read_to_string(fixtures().join("apigw").join(name)).expect("request fixture");
-    let mut json: serde_json::Value = serde_json::from_str(&text).expect("request JSON");
-    edit(&mut json);
-    lambda_http::request::from_str(&json.to_string()).expect("a valid API Gateway request")
 }
 
 /// Puts `bytes` at `bucket/key`.
@@ -238,6 +317,56 @@ pub async fn put(s3: &S3Store, bucket: &str, key: &str, bytes: Vec<u8>, content_
         .unwrap_or_else(|e| panic!("put {key}: {e:?}"));
 }
 
+// ---------------------------------------------------------------------------------------------------------
+// The use cases and the HTTP API.
+
+/// The ingest use case wired to the stack's S3, a fresh Milvus collection and the tiny model.
+pub fn ingestor(s3: &S3Store, index: Arc<MilvusIndex>) -> Ingestor {
+    Ingestor {
+        embedder: Arc::new(image_encoder()),
+        store: Arc::new(s3.clone()),
+        index,
+        config: IngestConfig { max_object_bytes: 50 * 1024 * 1024, retry_attempts: 2 },
+        retry: RetryPolicy::new(2),
+    }
+}
+
+/// The search use case over `index`, with the tiny model's text tower.
+pub fn searcher(s3: &S3Store, index: Arc<MilvusIndex>) -> Arc<Searcher> {
+    Arc::new(Searcher {
+        embedder: Arc::new(text_encoder()),
+        collection: index.collection().to_string(),
+        index,
+        store: Arc::new(s3.clone()),
+        url_ttl: Duration::from_secs(900),
+        model_name: "tiny-clip".into(),
+    })
+}
+
+/// The ingest function's work on an S3 event, as the Lambda does it.
+pub async fn ingest(ingestor: &Ingestor, event: &S3Event) -> Result<IngestReport, IngestError> {
+    shared::events::s3::ingest(ingestor, event).await
+}
+
+/// A committed S3 event with its bucket name replaced.
+pub fn s3_event(name: &str, bucket: &str) -> S3Event {
+    let text = std::fs::read_to_string(fixtures().join("events").join(name)).expect("event fixture");
+    let mut event: Value = serde_json::from_str(&text).expect("event JSON");
+    for record in event["Records"].as_array_mut().expect("Records") {
+        record["s3"]["bucket"]["name"] = Value::String(bucket.to_string());
+        record["s3"]["bucket"]["arn"] = Value::String(format!("arn:aws:s3:::{bucket}"));
+    }
+    serde_json::from_value(event).expect("a valid S3 event")
+}
+
+/// A committed API Gateway request, edited by `edit`.
+pub fn apigw_request(name: &str, edit: impl FnOnce(&mut Value)) -> lambda_http::Request {
+    let text = std::fs::read_to_string(fixtures().join("apigw").join(name)).expect("request fixture");
+    let mut json: Value = serde_json::from_str(&text).expect("request JSON");
+    edit(&mut json);
+    lambda_http::request::from_str(&json.to_string()).expect("a valid API Gateway request")
+}
+
 /// `application/x-www-form-urlencoded`, as a browser sends a query string.
 fn form_encode(text: &str) -> String {
     text.bytes()
@@ -250,8 +379,8 @@ fn form_encode(text: &str) -> String {
 }
 
 /// Replaces an API Gateway request fixture's query string (v2: `rawQueryString`, percent-encoded; v1: the decoded maps).
-pub fn with_query(json: &mut serde_json::Value, params: &[(&str, &str)]) {
-    use serde_json::{json, Map, Value};
+pub fn with_query(json: &mut Value, params: &[(&str, &str)]) {
+    use serde_json::{json, Map};
     let map: Map<String, Value> = params.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
     let raw: Vec<String> = params.iter().map(|(k, v)| format!("{}={}", form_encode(k), form_encode(v))).collect();
     json["queryStringParameters"] = Value::Object(map);
@@ -261,5 +390,98 @@ pub fn with_query(json: &mut serde_json::Value, params: &[(&str, &str)]) {
     if json.get("multiValueQueryStringParameters").is_some() {
         json["multiValueQueryStringParameters"] =
             params.iter().map(|(k, v)| (k.to_string(), json!([v]))).collect::<Map<_, _>>().into();
+    }
+}
+
+/// The Lambda request id [`call`] gives every request (server errors must report it).
+pub const REQUEST_ID: &str = "test-request-id";
+
+/// What the API answered.
+pub struct Reply {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub text: String,
+}
+
+impl Reply {
+    /// The body as JSON; asserts that it is served as `application/json`.
+    pub fn json(&self) -> Value {
+        assert_eq!(self.headers["content-type"], "application/json", "status {}: {}", self.status, self.text);
+        serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text))
+    }
+}
+
+/// Sends `request` through the search API as the Lambda serves it ([`shared::http::service`]),
+/// with a Lambda context whose request id is [`REQUEST_ID`].
+pub async fn call(searcher: &Arc<Searcher>, request: lambda_http::Request) -> Reply {
+    use tower::ServiceExt;
+    let mut context = lambda_http::Context::default();
+    context.request_id = REQUEST_ID.into();
+    let service = shared::http::service::<lambda_http::Body>(searcher.clone());
+    let Ok(response) = service.oneshot(request.with_lambda_context(context)).await;
+    let (parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX).await.expect("the response body reads");
+    let text = String::from_utf8(bytes.to_vec()).expect("a UTF-8 body");
+    Reply { status: parts.status.as_u16(), headers: parts.headers, text }
+}
+
+/// [`call`] for an answer that must be JSON: status, body (asserting `content-type: application/json`) and headers.
+pub async fn call_json(searcher: &Arc<Searcher>, request: lambda_http::Request) -> (u16, Value, HeaderMap) {
+    let reply = call(searcher, request).await;
+    (reply.status, reply.json(), reply.headers)
+}
+
+#[cfg(test)]
+mod kit {
+    use super::*;
+
+    /// A stack whose Milvus is gone (nothing listens on port 1).
+    fn stack_without_milvus() -> Stack {
+        let vars = [("MILVUS_URI", "http://127.0.0.1:1"), ("MILVUS_TOKEN", "root:Milvus")];
+        Stack { vars: vars.into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect() }
+    }
+
+    #[tokio::test]
+    async fn a_collection_guard_drops_quietly_inside_a_runtime_when_milvus_is_gone() {
+        let collection = stack_without_milvus().milvus_with_timeout("t_gone", 4, Duration::from_secs(1)).await;
+        assert_eq!(collection.collection(), "t_gone");
+        let start = std::time::Instant::now();
+        drop(collection);
+        assert!(start.elapsed() < Duration::from_secs(60), "the drop gives up: {:?}", start.elapsed());
+    }
+
+    #[test]
+    fn a_collection_guard_drops_quietly_during_a_panic() {
+        let stack = stack_without_milvus();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            runtime.block_on(async {
+                let _collection = stack.milvus_with_timeout("t_failing", 4, Duration::from_secs(1)).await;
+                panic!("the test fails");
+            })
+        }));
+        let message = outcome.expect_err("the test's own panic comes through");
+        assert_eq!(message.downcast_ref::<&str>(), Some(&"the test fails"));
+    }
+
+    #[test]
+    fn stack_env_is_read_without_comments() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stack.env");
+        std::fs::write(
+            &path,
+            "# written by scripts/stack\nMILVUS_URI=http://127.0.0.1:19530\nSEARCH_URL = http://x/search\n",
+        )
+        .unwrap();
+        let stack = Stack::read(&path);
+        assert_eq!((stack.get("MILVUS_URI"), stack.get("SEARCH_URL")), ("http://127.0.0.1:19530", "http://x/search"));
+        assert_eq!(stack.vars.len(), 2);
+    }
+
+    #[test]
+    fn no_stack_env_says_how_to_start_the_stack() {
+        let missing = std::panic::catch_unwind(|| Stack::read(Path::new("/nowhere/stack.env"))).err().unwrap();
+        let message = missing.downcast_ref::<String>().unwrap();
+        assert!(message.contains("bash scripts/stack up"), "{message}");
     }
 }

@@ -36,6 +36,7 @@ fn message<T>(result: Result<T, ModelError>) -> (ModelError, String) {
 }
 
 #[test]
+#[ignore = "needs ONNX Runtime: bash scripts/test (or scripts/install-onnxruntime)"]
 fn a_renamed_visual_model_is_reported_with_its_path() {
     let dir = copy_of_tiny_model();
     std::fs::rename(dir.path().join("visual/model.onnx"), dir.path().join("visual/visual.onnx")).unwrap();
@@ -47,6 +48,7 @@ fn a_renamed_visual_model_is_reported_with_its_path() {
 }
 
 #[test]
+#[ignore = "needs ONNX Runtime: bash scripts/test (or scripts/install-onnxruntime)"]
 fn a_missing_tokenizer_is_reported_with_its_path() {
     let dir = copy_of_tiny_model();
     std::fs::remove_file(dir.path().join("textual/tokenizer.json")).unwrap();
@@ -66,6 +68,7 @@ fn a_missing_config_fails_at_open() {
 }
 
 #[test]
+#[ignore = "needs ONNX Runtime: bash scripts/test (or scripts/install-onnxruntime)"]
 fn unreadable_json_names_the_file() {
     let dir = copy_of_tiny_model();
     std::fs::write(dir.path().join("visual/preprocess_cfg.json"), "{ \"size\": [224, ").unwrap();
@@ -75,6 +78,7 @@ fn unreadable_json_names_the_file() {
 }
 
 #[test]
+#[ignore = "needs ONNX Runtime: bash scripts/test (or scripts/install-onnxruntime)"]
 fn an_unknown_interpolation_is_refused() {
     let dir = copy_of_tiny_model();
     let path = dir.path().join("visual/preprocess_cfg.json");
@@ -86,6 +90,7 @@ fn an_unknown_interpolation_is_refused() {
 }
 
 #[test]
+#[ignore = "needs ONNX Runtime: bash scripts/test (or scripts/install-onnxruntime)"]
 fn an_embedding_dim_that_differs_from_the_config_is_refused_for_both_towers() {
     let dir = copy_of_tiny_model();
     let path = dir.path().join("config.json");
@@ -98,6 +103,7 @@ fn an_embedding_dim_that_differs_from_the_config_is_refused_for_both_towers() {
 }
 
 #[test]
+#[ignore = "needs ONNX Runtime: bash scripts/test (or scripts/install-onnxruntime)"]
 fn a_context_length_the_text_model_cannot_take_is_refused() {
     let dir = copy_of_tiny_model();
     let path = dir.path().join("config.json");
@@ -109,6 +115,7 @@ fn a_context_length_the_text_model_cannot_take_is_refused() {
 }
 
 #[test]
+#[ignore = "needs ONNX Runtime: bash scripts/test (or scripts/install-onnxruntime)"]
 fn a_model_size_that_differs_from_the_preprocess_config_is_refused() {
     let dir = copy_of_tiny_model();
     let path = dir.path().join("visual/preprocess_cfg.json");
@@ -120,6 +127,7 @@ fn a_model_size_that_differs_from_the_preprocess_config_is_refused() {
 }
 
 #[test]
+#[ignore = "needs ONNX Runtime: bash scripts/test (or scripts/install-onnxruntime)"]
 fn a_model_that_is_not_onnx_is_reported_with_its_path() {
     let dir = copy_of_tiny_model();
     std::fs::write(dir.path().join("visual/model.onnx"), b"not a model").unwrap();

@@ -17,6 +17,7 @@ fn phone_jpeg(file: &str, portrait: bool) -> Vec<u8> {
 }
 
 #[test]
+#[ignore = "needs ONNX Runtime: bash scripts/test (or scripts/install-onnxruntime)"]
 fn reduced_jpeg_decode_stays_within_cosine_0_999_of_the_full_decode() {
     let full = ClipImageEncoder::load(&tiny_model(), &runtime(), 100_000_000).unwrap().with_reduced_jpeg(None);
     let reduced = ClipImageEncoder::load(&tiny_model(), &runtime(), 100_000_000).unwrap();

@@ -1,19 +1,15 @@
 //! The committed OpenAPI document (`shared/openapi.json`, served at `/openapi.json`): it is
-//! OpenAPI 3.1, every example in it validates against its schema, and what `shared::api::handle`
+//! OpenAPI 3.1, every example in it validates against its schema, and what `shared::http::service`
 //! answers against the local stack validates against the schema documented for its path and
 //! status. The live test needs `bash scripts/stack up --detach --no-demo`.
 
 use std::collections::BTreeSet;
-use std::path::Path;
-use std::sync::Arc;
 
-use lambda_http::http::HeaderMap;
-use lambda_http::{Body, Request, RequestExt};
+use lambda_http::Request;
 use serde_json::{json, Value};
-use shared::api::{OPENAPI_JSON, PARAMETERS};
-use shared::ingest::ObjectChange;
-use shared::search::Searcher;
-use tests::{apigw_request, fixture_image, ingestor, put, searcher, unique, with_query, Stack};
+use shared::domain::ingest::ObjectChange;
+use shared::http::{OPENAPI_JSON, PARAMETERS};
+use tests::{apigw_request, call, fixture_image, ingestor, put, searcher, with_query, Reply, Sandbox, REQUEST_ID};
 
 const DIM: usize = 64;
 const METHODS: [&str; 8] = ["get", "put", "post", "delete", "options", "head", "patch", "trace"];
@@ -161,8 +157,8 @@ fn refs(value: &Value, out: &mut Vec<String>) {
 
 #[test]
 fn the_document_is_openapi_3_1_and_matches_the_api() {
-    let committed = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/openapi.json"))
-        .expect("shared/openapi.json");
+    let committed =
+        std::fs::read_to_string(tests::repo_root().join("shared/openapi.json")).expect("shared/openapi.json");
     assert_eq!(committed, OPENAPI_JSON, "the served document is the committed file");
     let doc = document();
     let version = doc["openapi"].as_str().expect("an `openapi` version string");
@@ -296,31 +292,6 @@ fn response_schema(doc: &Value, path: &str, method: &str, status: u16, media: &s
     schema.clone()
 }
 
-struct Reply {
-    status: u16,
-    headers: HeaderMap,
-    text: String,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        assert_eq!(self.headers["content-type"], "application/json");
-        serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text))
-    }
-}
-
-async fn call(searcher: &Searcher, request: Request) -> Reply {
-    let mut context = lambda_http::Context::default();
-    context.request_id = "test-request-id".into();
-    let response = shared::api::handle(searcher, request.with_lambda_context(context)).await;
-    let text = match response.body() {
-        Body::Text(t) => t.clone(),
-        Body::Binary(b) => String::from_utf8(b.clone()).unwrap(),
-        _ => String::new(),
-    };
-    Reply { status: response.status().as_u16(), headers: response.headers().clone(), text }
-}
-
 fn get(params: &[(&str, &str)]) -> Request {
     apigw_request("v2-get-search.json", |j| with_query(j, params))
 }
@@ -348,12 +319,10 @@ fn check(doc: &Value, reply: &Reply, (method, path): (&str, &str), status: u16, 
 }
 
 #[tokio::test]
+#[ignore = "needs the local stack: bash scripts/test"]
 async fn live_responses_validate_against_the_documented_schemas() {
     let doc = document();
-    let stack = Stack::load();
-    let s3 = stack.s3().await;
-    let bucket = stack.bucket(&s3, "openapi").await;
-    let index = Arc::new(stack.milvus(&unique("t_openapi"), DIM).await);
+    let Sandbox { stack, s3, bucket, index } = Sandbox::new("openapi", DIM).await;
     // Two copies of one picture and three different ones (pairwise below the dedup threshold).
     let objects = [
         ("holiday/beach.jpg", "exif-8.jpg", "image/jpeg"),
@@ -496,14 +465,13 @@ async fn live_responses_validate_against_the_documented_schemas() {
     assert!(reply.text.contains("<form id=\"search-form\""), "the page has the search form");
     let schema = response_schema(&doc, "/", "get", 200, "text/html");
     assert_eq!(violations(&doc, &schema, &Value::String(reply.text.clone())), Vec::<String>::new());
-    index.drop_collection().await.unwrap();
 
     // 503 when Milvus does not answer.
-    let down = tests::searcher(&s3, Arc::new(stack.milvus_at("http://127.0.0.1:1", "unreachable", DIM).await));
+    let down = tests::searcher(&s3, stack.unreachable_milvus(DIM).await);
     let body = check(&doc, &call(&down, get(&[("q", "cat")])).await, search, 503, "search, Milvus down");
     assert_eq!(
         (body["error"]["code"].as_str(), body["error"]["request_id"].as_str()),
-        (Some("index_unavailable"), Some("test-request-id"))
+        (Some("index_unavailable"), Some(REQUEST_ID))
     );
     check(&doc, &call(&down, post(r#"{"q": "cat"}"#)).await, ("post", "/search"), 503, "POST, Milvus down");
     let body =

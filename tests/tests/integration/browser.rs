@@ -65,6 +65,7 @@ const DEMO_UPLOADS: [(&str, &str, &str); 12] = [
 ];
 
 #[tokio::test]
+#[ignore = "needs the local stack: bash scripts/test"]
 async fn the_page_searches_finds_similar_filters_by_folder_and_shows_empty_results_in_chromium() {
     let (chrome, chromedriver) = (browser_binary(), driver_binary());
     let stack = Stack::load();

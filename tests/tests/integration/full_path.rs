@@ -60,6 +60,7 @@ fn keys(results: &[Value]) -> Vec<String> {
 }
 
 #[tokio::test]
+#[ignore = "needs the local stack: bash scripts/test"]
 async fn upload_search_fetch_delete_and_reupload_through_the_real_path() {
     let stack = Stack::load();
     let s3 = stack.s3().await;

@@ -1,0 +1,39 @@
+//! The integration tests: one test binary (one link, one process), a module per area. The helpers
+//! they share are the test kit, `tests/src/lib.rs` (the `tests` crate); a module keeps only what
+//! is its own.
+//!
+//! What goes where:
+//! - the embedder alone (fixtures and the tiny model, no services):
+//!   - `image_parity`, `text_parity`: the image and text paths against the Python reference's golden files;
+//!   - `reduced_decode`: large JPEGs decoded at reduced scale against the full decode;
+//!   - `bad_input`: inputs that must be refused with the right error;
+//!   - `model_bundle`: incomplete or wrong model bundles;
+//! - the HTTP API's contract: `openapi` (the committed OpenAPI document; its live test uses the stack);
+//! - the use cases with real adapters (the local stack's SeaweedFS and Milvus Lite):
+//!   - `ingest_handler`: S3 events through ingest into Milvus;
+//!   - `search_handler`: the search API on API Gateway v1 and v2 requests;
+//!   - `search_params`: every `/search` parameter;
+//!   - `ranking`: results against a brute-force ranking of the golden embeddings;
+//! - the whole deployment, locally: `full_path` (S3 → webhook → ingest → search over HTTP) and
+//!   `browser` (the web page in headless Chromium).
+//!
+//! Which tests run: a plain `cargo test` runs those that need nothing installed. A test that
+//! needs ONNX Runtime (it loads the tiny model) is `#[ignore = "needs ONNX Runtime: …"]`; one that
+//! needs the local stack is `#[ignore = "needs the local stack: …"]`. `bash scripts/test` installs
+//! both and runs everything (`-- --include-ignored`); run one group by hand with
+//! `cargo test -p tests --test integration -- --ignored`, after `bash scripts/install-onnxruntime`
+//! (and `bash scripts/stack up --detach --no-demo`). A stack test never skips itself: without the
+//! stack it fails, saying how to start it.
+
+mod bad_input;
+mod browser;
+mod full_path;
+mod image_parity;
+mod ingest_handler;
+mod model_bundle;
+mod openapi;
+mod ranking;
+mod reduced_decode;
+mod search_handler;
+mod search_params;
+mod text_parity;
