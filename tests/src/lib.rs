@@ -21,7 +21,7 @@ use lambda_http::http::HeaderMap;
 use lambda_http::RequestExt;
 use serde::Deserialize;
 use serde_json::Value;
-use shared::config::{IngestConfig, MilvusConfig, S3Config};
+use shared::config::{Env, IngestConfig, MilvusConfig};
 use shared::domain::ingest::{IngestError, IngestReport, Ingestor};
 use shared::domain::retry::RetryPolicy;
 use shared::domain::search::Searcher;
@@ -187,6 +187,11 @@ impl Stack {
         self.vars.get(name).unwrap_or_else(|| panic!("{name} missing from stack.env"))
     }
 
+    /// The stack's settings through the reader every program uses (`shared::config::Env`).
+    pub fn env(&self) -> Env<impl Fn(&str) -> Option<String> + '_> {
+        Env(|name: &str| self.vars.get(name).cloned())
+    }
+
     /// AWS configuration for the stack's S3, without touching the process environment.
     pub async fn aws(&self) -> aws_config::SdkConfig {
         let credentials = aws_sdk_s3::config::Credentials::new(
@@ -205,7 +210,8 @@ impl Stack {
     }
 
     pub async fn s3(&self) -> S3Store {
-        S3Store::from_sdk_config(&self.aws().await, &S3Config { force_path_style: true })
+        let settings = self.env().s3().expect("stack.env has valid S3 settings");
+        S3Store::from_sdk_config(&self.aws().await, &settings)
     }
 
     /// A Milvus index on a collection of its own (created on first use), dropped with the guard.
@@ -227,10 +233,9 @@ impl Stack {
     async fn milvus_client(&self, uri: &str, collection: &str, dim: usize, timeout: Duration) -> MilvusIndex {
         let config = MilvusConfig {
             uri: uri.to_string(),
-            token: Some(self.get("MILVUS_TOKEN").to_string()),
-            token_secret_arn: None,
             collection: collection.to_string(),
             timeout,
+            ..self.env().milvus().expect("stack.env has valid Milvus settings")
         };
         MilvusIndex::new(&config, config.token.clone(), dim).await.expect("milvus client")
     }
