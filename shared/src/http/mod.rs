@@ -197,3 +197,21 @@ fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response {
     let text = serde_json::to_string(body).unwrap_or_else(|_| "{}".to_string());
     (status, [("content-type", "application/json")], Bytes::from(text)).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn routed(uri: &str) -> String {
+        route_by_last_segment(Request::builder().uri(uri).body(()).unwrap()).uri().to_string()
+    }
+
+    #[test]
+    fn a_route_is_the_last_path_segment_with_the_query_kept() {
+        assert_eq!(routed("/search?q=red+bicycle&k=3"), "/search?q=red+bicycle&k=3");
+        assert_eq!(routed("/prod/search"), "/search", "a REST API stage in front");
+        assert_eq!(routed("/lambda-url/search/health/"), "/health", "a function URL prefix and a trailing slash");
+        assert_eq!(routed("/"), "/");
+        assert_eq!(routed("/prod/admin"), "/admin");
+    }
+}
