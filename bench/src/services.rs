@@ -179,7 +179,7 @@ pub async fn ingest(model: &ModelBundle, threads: usize, files: &[String], stack
         let decoded = decode_rgb_reduced(&object.bytes, 200_000_000, Some(min_side)).expect("decode");
         decode.push(ms(start));
         let start = Instant::now();
-        let fitted = encoder.preprocessor().fit(&decoded.rgb);
+        let fitted = encoder.preprocessor().fit(&decoded.rgb).expect("bench inputs fit");
         preprocess.push(ms(start));
         let prepared = shared::embedder::PreparedImage {
             fitted,

@@ -16,7 +16,7 @@ use serde::Serialize;
 use crate::config::IngestConfig;
 use crate::domain::record::{record_id, ImageRecord, NotIndexed};
 use crate::domain::retry::{retry, RetryPolicy, Transient};
-use crate::embedder::{ImageEmbedder, InferenceError};
+use crate::embedder::{ImageEmbedder, ImageError, InferenceError};
 use crate::index::{IndexError, VectorIndex};
 use crate::store::{normalize_etag, ObjectStore, StoreError};
 
@@ -222,6 +222,11 @@ impl Ingestor {
                             vector: embedding.vector,
                         });
                         keys.push(key);
+                    }
+                    Err(e @ ImageError::Panicked { .. }) => {
+                        // A bug, not a bad upload: logged at error level, and still only this image is lost.
+                        tracing::error!(key = %key, error = %e, "image preparation panicked");
+                        skip(&mut report, key, e.to_string())
                     }
                     Err(e) => skip(&mut report, key, e.to_string()),
                 }

@@ -126,13 +126,30 @@ impl ClipImageEncoder {
         &self.preprocessor
     }
 
-    /// Decodes and fits one image (CPU work that can run outside the model lock).
+    /// Decodes and fits one image (CPU work that can run outside the model lock). A panic in a
+    /// decoder or in preprocessing becomes this image's error, so one hostile upload cannot fail
+    /// the other images of its event or batch; the header checks keep allocation failures (which
+    /// abort, and cannot be caught) out of reach.
     pub fn prepare(&self, bytes: &[u8]) -> Result<PreparedImage, ImageError> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.prepare_unchecked(bytes))).unwrap_or_else(
+            |payload| {
+                let message = payload
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| payload.downcast_ref::<&str>().copied())
+                    .unwrap_or("a panic without a message")
+                    .to_string();
+                Err(ImageError::Panicked { message })
+            },
+        )
+    }
+
+    fn prepare_unchecked(&self, bytes: &[u8]) -> Result<PreparedImage, ImageError> {
         let cfg = self.preprocessor.config();
         let min_side = self.reduced_jpeg.map(|m| (cfg.height.min(cfg.width) as f32 * m).ceil() as u32);
         let decoded = decode_rgb_reduced(bytes, self.max_pixels, min_side)?;
         Ok(PreparedImage {
-            fitted: self.preprocessor.fit(&decoded.rgb),
+            fitted: self.preprocessor.fit(&decoded.rgb)?,
             width: decoded.width,
             height: decoded.height,
             format: decoded.format,

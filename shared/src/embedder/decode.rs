@@ -71,6 +71,13 @@ pub enum ImageError {
     TooLarge { width: u32, height: u32, max_pixels: u64 },
     #[error("corrupt or truncated {format} image: {message}")]
     Corrupt { format: &'static str, message: String },
+    #[error("image is {width}x{height}: a side of 0 pixels holds nothing to embed")]
+    ZeroSize { width: u32, height: u32 },
+    #[error("image is {width}x{height}: too elongated to scale its short side to the model's input")]
+    ExtremeAspectRatio { width: u32, height: u32 },
+    /// A bug in a decoder or in preprocessing, caught so that it costs only this image.
+    #[error("decoding or preprocessing failed unexpectedly ({message}); the image was skipped")]
+    Panicked { message: String },
 }
 
 /// Identifies the format from the magic bytes (never from a file name or content type).
@@ -171,8 +178,11 @@ pub fn jpeg_scale_numerator(width: u32, height: u32, min_short_side: u32) -> u8 
     [1u8, 2, 4].into_iter().find(|&n| (short * n as u64).div_ceil(8) >= min_short_side as u64).unwrap_or(8)
 }
 
+/// The checks on a header's size, before anything of that size is allocated.
 fn check_pixels(width: u32, height: u32, max_pixels: u64) -> Result<(), ImageError> {
-    if width as u64 * height as u64 > max_pixels {
+    if width == 0 || height == 0 {
+        Err(ImageError::ZeroSize { width, height })
+    } else if width as u64 * height as u64 > max_pixels {
         Err(ImageError::TooLarge { width, height, max_pixels })
     } else {
         Ok(())
@@ -190,6 +200,8 @@ fn decode_with_image(bytes: &[u8], format: SupportedFormat, max_pixels: u64) -> 
     limits.max_alloc = Some(max_pixels.saturating_mul(16));
     reader.limits(limits);
     let decoded = reader.decode().map_err(corrupt)?;
+    // The decoded size can differ from the header's (a GIF frame, a TIFF page): check it too.
+    check_pixels(decoded.width(), decoded.height(), max_pixels)?;
     Ok(to_rgb8(decoded))
 }
 

@@ -45,22 +45,37 @@ fn filter(interpolation: Interpolation) -> Filter {
     }
 }
 
-/// For each output position: first input index, and fixed-point weights of the inputs from there.
+/// For each output position of a range: first input index, and fixed-point weights of the inputs from there.
 struct Coefficients {
     ksize: usize,
+    /// The first output position described; `bounds[0]` belongs to it.
+    first: usize,
     bounds: Vec<(usize, usize)>,
     weights: Vec<i32>,
 }
 
-fn coefficients(in_size: usize, out_size: usize, filter: &Filter) -> Coefficients {
+impl Coefficients {
+    /// The first input index and the weights of output position `position`.
+    fn of(&self, position: usize) -> (usize, &[i32]) {
+        let i = position - self.first;
+        let (min, len) = self.bounds[i];
+        (min, &self.weights[i * self.ksize..i * self.ksize + len])
+    }
+}
+
+/// The coefficients of the output positions `outputs` of a resize from `in_size` to `out_size`.
+/// Only the positions a crop window needs are computed, so an image resized to billions of pixels
+/// along one side (a 1 × 10,000,000 strip) costs what its window costs. The kernel size is bounded
+/// by the reduction factor, which the pixel cap bounds.
+fn coefficients(in_size: usize, out_size: usize, outputs: Range<usize>, filter: &Filter) -> Coefficients {
     let scale = in_size as f64 / out_size as f64;
     let filterscale = scale.max(1.0);
     let support = filter.support * filterscale;
     let ksize = support.ceil() as usize * 2 + 1;
-    let mut bounds = Vec::with_capacity(out_size);
-    let mut weights = vec![0i32; out_size * ksize];
+    let mut bounds = Vec::with_capacity(outputs.len());
+    let mut weights = vec![0i32; outputs.len() * ksize];
     let mut k = vec![0f64; ksize];
-    for xx in 0..out_size {
+    for (i, xx) in outputs.clone().enumerate() {
         let center = (xx as f64 + 0.5) * scale;
         let ss = 1.0 / filterscale;
         // Pillow truncates toward zero with a C cast.
@@ -74,11 +89,11 @@ fn coefficients(in_size: usize, out_size: usize, filter: &Filter) -> Coefficient
         for (x, w) in k.iter().enumerate().take(xmax) {
             let w = if total != 0.0 { w / total } else { *w };
             let fixed = w * (1i64 << PRECISION_BITS) as f64;
-            weights[xx * ksize + x] = if w < 0.0 { (-0.5 + fixed) as i32 } else { (0.5 + fixed) as i32 };
+            weights[i * ksize + x] = if w < 0.0 { (-0.5 + fixed) as i32 } else { (0.5 + fixed) as i32 };
         }
         bounds.push((xmin, xmax));
     }
-    Coefficients { ksize, bounds, weights }
+    Coefficients { ksize, first: outputs.start, bounds, weights }
 }
 
 /// Accumulators are i32, as in Pillow: the weights sum to 2^22, so a sum stays far from overflow,
@@ -126,16 +141,19 @@ pub fn resize_crop(src: &RgbImage, size: (u32, u32), window: Window, interpolati
     let pixels = if horizontal_first {
         // Only the source rows the vertical pass will read are resampled horizontally.
         let (vertical, first_row, last_row) = if need_vertical {
-            let c = coefficients(in_h, out_h, &filter);
-            let (first, _) = c.bounds[rows.start];
-            let (last_min, last_len) = c.bounds[rows.end - 1];
-            (Some(c), first, last_min + last_len)
+            let c = coefficients(in_h, out_h, rows.clone(), &filter);
+            let (first, _) = c.of(rows.start);
+            let last = {
+                let (min, weights) = c.of(rows.end - 1);
+                min + weights.len()
+            };
+            (Some(c), first, last)
         } else {
             (None, rows.start, rows.end)
         };
         let band = &src[first_row * in_w * 3..last_row * in_w * 3];
         let temp = if need_horizontal {
-            horizontal_pass(band, in_w, &coefficients(in_w, out_w, &filter), columns)
+            horizontal_pass(band, in_w, &coefficients(in_w, out_w, columns.clone(), &filter), columns)
         } else {
             crop_columns(band, in_w, columns)
         };
@@ -144,9 +162,9 @@ pub fn resize_crop(src: &RgbImage, size: (u32, u32), window: Window, interpolati
             None => temp,
         }
     } else {
-        let temp = vertical_pass(src, in_w, 0, &coefficients(in_h, out_h, &filter), rows);
+        let temp = vertical_pass(src, in_w, 0, &coefficients(in_h, out_h, rows.clone(), &filter), rows);
         if need_horizontal {
-            horizontal_pass(&temp, in_w, &coefficients(in_w, out_w, &filter), columns)
+            horizontal_pass(&temp, in_w, &coefficients(in_w, out_w, columns.clone(), &filter), columns)
         } else {
             crop_columns(&temp, in_w, columns)
         }
@@ -224,8 +242,7 @@ fn vertical_pass(src: &[u8], width: usize, first_row: usize, c: &Coefficients, r
     let mut out = vec![0u8; rows.len() * stride];
     let mut acc = vec![0i32; stride];
     for (yy, out_row) in rows.zip(out.chunks_exact_mut(stride)) {
-        let (ymin, ylen) = c.bounds[yy];
-        let k = &c.weights[yy * c.ksize..yy * c.ksize + ylen];
+        let (ymin, k) = c.of(yy);
         acc.fill(half);
         for (dy, &w) in k.iter().enumerate() {
             let y = ymin - first_row + dy;
@@ -245,12 +262,25 @@ mod tests {
     #[test]
     fn weights_sum_to_one_in_fixed_point() {
         for (i, o) in [(4032, 298), (10, 224), (300, 224), (224, 223)] {
-            let c = coefficients(i, o, &filter(Interpolation::Bicubic));
+            let c = coefficients(i, o, 0..o, &filter(Interpolation::Bicubic));
             for xx in 0..o {
-                let sum: i64 = c.weights[xx * c.ksize..(xx + 1) * c.ksize].iter().map(|&w| w as i64).sum();
+                let sum: i64 = c.of(xx).1.iter().map(|&w| w as i64).sum();
                 assert!((sum - (1 << PRECISION_BITS)).abs() <= c.ksize as i64, "{i}->{o} at {xx}: {sum}");
             }
         }
+    }
+
+    #[test]
+    fn coefficients_of_a_range_equal_those_of_the_whole_axis() {
+        let f = filter(Interpolation::Bicubic);
+        let whole = coefficients(300, 1493, 0..1493, &f);
+        let window = coefficients(300, 1493, 634..858, &f);
+        for xx in 634..858 {
+            assert_eq!(window.of(xx), whole.of(xx), "position {xx}");
+        }
+        // A 1-pixel strip stretched to 2.24 billion positions: only the window's are computed.
+        let strip = coefficients(10_000_000, 2_240_000_000, 1_119_999_888..1_120_000_112, &f);
+        assert_eq!(strip.bounds.len(), 224);
     }
 
     #[test]
@@ -268,9 +298,9 @@ mod tests {
         let mut out = Vec::new();
         for row in src.chunks_exact(in_w * 3) {
             for xx in 0..out_w {
-                let (xmin, xlen) = c.bounds[xx];
+                let (xmin, k) = c.of(xx);
                 let mut acc = [1i32 << (PRECISION_BITS - 1); 3];
-                for (x, &w) in (xmin..xmin + xlen).zip(&c.weights[xx * c.ksize..]) {
+                for (x, &w) in (xmin..xmin + k.len()).zip(k) {
                     for (ch, a) in acc.iter_mut().enumerate() {
                         *a += row[x * 3 + ch] as i32 * w;
                     }
@@ -298,7 +328,7 @@ mod tests {
     fn transposed_horizontal_pass_equals_the_direct_loop() {
         for (in_w, out_w, rows) in [(640, 335, 7), (333, 224, 40), (10, 224, 3), (1008, 298, 33)] {
             let src = noise(in_w, rows);
-            let c = coefficients(in_w as usize, out_w, &filter(Interpolation::Bicubic));
+            let c = coefficients(in_w as usize, out_w, 0..out_w, &filter(Interpolation::Bicubic));
             let fast = horizontal_pass(src.as_raw(), in_w as usize, &c, 0..out_w);
             assert_eq!(fast, direct_horizontal(src.as_raw(), in_w as usize, &c), "{in_w}->{out_w}");
         }

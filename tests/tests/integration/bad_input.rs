@@ -101,3 +101,48 @@ fn every_truncation_of_every_fixture_fails_cleanly_or_decodes() {
     }
     assert!(checked >= 14, "every fixture image is cut: only {checked} found");
 }
+
+/// A PNG of `width × height` grey pixels, a few KB however long (it compresses to almost nothing).
+fn strip_png(width: u32, height: u32) -> Vec<u8> {
+    let image = image::GrayImage::from_fn(width, height, |x, y| image::Luma([((x + y) % 251) as u8]));
+    let mut bytes = Vec::new();
+    image.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png).expect("encode PNG");
+    bytes
+}
+
+/// A GIF whose logical screen is 0 × 0, with no frame: the header alone.
+fn zero_canvas_gif() -> Vec<u8> {
+    let mut bytes = b"GIF89a".to_vec();
+    bytes.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0]); // width 0, height 0, no colour table, background, aspect
+    bytes.push(b';');
+    bytes
+}
+
+#[test]
+#[ignore = "needs ONNX Runtime: bash scripts/test (or scripts/install-onnxruntime)"]
+fn hostile_geometry_costs_only_its_own_image() {
+    let good = fixture_image("baseline.jpg");
+    let zero = zero_canvas_gif();
+    // 1 × 10,000,000 is 10 MP, under the cap: resized, its long side would be 2.24 billion pixels.
+    let tall = strip_png(1, 10_000_000);
+    // 224 × 19,173,962 passes u32::MAX: refused with a reason, not wrapped around.
+    let too_tall = strip_png(1, 19_173_962);
+    let wide = strip_png(10_000_000, 1);
+    let batch: [&[u8]; 6] = [&good, &zero, &tall, &too_tall, &wide, &good];
+    let results = image_encoder().embed_images(&batch).expect("inference itself works");
+    assert!(
+        matches!(results[1], Err(ImageError::ZeroSize { .. }) | Err(ImageError::Corrupt { format: "GIF", .. })),
+        "{:?}",
+        results[1]
+    );
+    assert!(results[1].as_ref().unwrap_err().to_string().len() > 10);
+    let tall = results[2].as_ref().expect("a 1 × 10,000,000 strip is embedded");
+    assert_eq!((tall.width, tall.height), (1, 10_000_000));
+    assert!(
+        matches!(results[3], Err(ImageError::ExtremeAspectRatio { width: 1, height: 19_173_962 })),
+        "{:?}",
+        results[3]
+    );
+    assert_eq!(results[4].as_ref().map(|e| (e.width, e.height)).ok(), Some((10_000_000, 1)));
+    assert_eq!(results[0].as_ref().unwrap().vector, results[5].as_ref().unwrap().vector, "neighbours unaffected");
+}
