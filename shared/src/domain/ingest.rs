@@ -56,21 +56,9 @@ pub enum IngestError {
         source: StoreError,
     },
     #[error("the index failed")]
-    Index(#[source] IndexError),
+    Index(#[from] IndexError),
     #[error("inference failed")]
-    Inference(#[source] InferenceError),
-}
-
-impl From<IndexError> for IngestError {
-    fn from(e: IndexError) -> Self {
-        IngestError::Index(e)
-    }
-}
-
-impl From<InferenceError> for IngestError {
-    fn from(e: InferenceError) -> Self {
-        IngestError::Inference(e)
-    }
+    Inference(#[from] InferenceError),
 }
 
 impl IngestError {
