@@ -11,6 +11,7 @@ use shared::domain::record::{record_id, ImageRecord};
 use shared::domain::retry::RetryPolicy;
 use shared::domain::search::Searcher;
 use shared::embedder::decode::decode_rgb_reduced;
+use shared::embedder::DecodeLimits;
 use shared::embedder::{
     ClipImageEncoder, ClipTextEncoder, ImageEmbedder, ModelBundle, TextEmbedder, DEFAULT_JPEG_REDUCTION_MARGIN,
 };
@@ -170,13 +171,14 @@ pub async fn ingest(model: &ModelBundle, threads: usize, files: &[String], stack
     index.count().await.expect("collection ready");
     let cfg = encoder.preprocessor().config().clone();
     let min_side = (cfg.height.min(cfg.width) as f32 * DEFAULT_JPEG_REDUCTION_MARGIN).ceil() as u32;
+    let limits = DecodeLimits { max_pixels: 200_000_000, deadline: shared::config::DEFAULT_DECODE_DEADLINE };
     let (mut get, mut decode, mut preprocess, mut infer, mut upsert) = (vec![], vec![], vec![], vec![], vec![]);
     for key in &keys {
         let start = Instant::now();
         let object = store.get(&bucket, key, u64::MAX).await.expect("get");
         get.push(ms(start));
         let start = Instant::now();
-        let decoded = decode_rgb_reduced(&object.bytes, 200_000_000, Some(min_side)).expect("decode");
+        let decoded = decode_rgb_reduced(&object.bytes, &limits, Some(min_side)).expect("decode");
         decode.push(ms(start));
         let start = Instant::now();
         let fitted = encoder.preprocessor().fit(&decoded.rgb).expect("bench inputs fit");

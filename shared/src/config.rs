@@ -8,6 +8,11 @@ use crate::embedder::onnx::RuntimeOptions;
 
 /// Default cap on decoded pixels: 100 megapixels, far above any camera, far below a bomb.
 pub const DEFAULT_MAX_IMAGE_PIXELS: u64 = 100_000_000;
+/// Default `IMAGE_DECODE_TIMEOUT_MS`: a 100 MP progressive JPEG decodes in about 3 s on one Lambda vCPU.
+pub const DEFAULT_DECODE_DEADLINE: Duration = Duration::from_secs(20);
+/// Default `DECODE_MEMORY_BUDGET_MB`: what decoding may hold at once, over all images and
+/// threads of the process. It must hold one image of the pixel cap (1.1 GB at 100 MP).
+pub const DEFAULT_DECODE_BUDGET_MB: u64 = 1536;
 /// Default cap on an object's size: 50 MiB.
 pub const DEFAULT_MAX_OBJECT_BYTES: u64 = 50 * 1024 * 1024;
 /// Presigned URLs live 15 minutes unless configured; S3 caps SigV4 presigning at 7 days.
@@ -26,6 +31,10 @@ pub struct Config {
     pub runtime: RuntimeOptions,
     /// Images whose header declares more pixels than this are refused before decoding.
     pub max_image_pixels: u64,
+    /// Wall time allowed for decoding one image.
+    pub decode_deadline: Duration,
+    /// Bytes that decoding may hold at once in this process (see [`crate::embedder::decode::peak_bytes`]).
+    pub decode_budget_bytes: u64,
     /// Decode large JPEGs at reduced scale (DCT scaling); `false` reproduces the reference exactly.
     pub reduced_jpeg_decode: bool,
 }
@@ -79,6 +88,8 @@ pub enum ConfigError {
     Missing { name: &'static str, hint: &'static str },
     #[error("{name}={value:?} is not valid: {expected}")]
     Invalid { name: &'static str, value: String, expected: &'static str },
+    #[error("{0}")]
+    Conflict(String),
 }
 
 /// Reads variables through a lookup function so tests need no process environment.
@@ -124,16 +135,32 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
                 });
             }
         }
+        let max_image_pixels =
+            self.number("MAX_IMAGE_PIXELS", DEFAULT_MAX_IMAGE_PIXELS, "a whole number of pixels, at least 1")?;
+        let decode_budget_bytes = self
+            .number("DECODE_MEMORY_BUDGET_MB", DEFAULT_DECODE_BUDGET_MB, "a whole number of MiB, at least 1")?
+            .saturating_mul(1 << 20);
+        let one_image = crate::embedder::decode::peak_bytes(max_image_pixels, 0);
+        if decode_budget_bytes < one_image {
+            return Err(ConfigError::Conflict(format!(
+                "DECODE_MEMORY_BUDGET_MB={} cannot hold one image of MAX_IMAGE_PIXELS={max_image_pixels} \
+                 (up to {} MiB to decode): raise the budget or lower the pixel cap",
+                decode_budget_bytes >> 20,
+                one_image.div_ceil(1 << 20)
+            )));
+        }
         Ok(Config {
             model_dir: PathBuf::from(model_dir),
             model_s3_uri,
             runtime: RuntimeOptions { dylib_path: self.get("ORT_DYLIB_PATH").map(PathBuf::from), intra_threads },
-            max_image_pixels: self.number(
-                "MAX_IMAGE_PIXELS",
-                DEFAULT_MAX_IMAGE_PIXELS,
-                "a whole number of pixels, at least 1",
-            )?,
+            max_image_pixels,
             reduced_jpeg_decode: self.flag("JPEG_REDUCED_DECODE", true)?,
+            decode_deadline: Duration::from_millis(self.number(
+                "IMAGE_DECODE_TIMEOUT_MS",
+                DEFAULT_DECODE_DEADLINE.as_millis() as u64,
+                "a whole number of milliseconds, at least 1",
+            )?),
+            decode_budget_bytes,
         })
     }
 

@@ -112,7 +112,10 @@ pub async fn image_encoder_from_env() -> Result<ClipImageEncoder, SetupError> {
 async fn load_image_encoder(bundle: ModelBundle, config: crate::Config) -> Result<ClipImageEncoder, SetupError> {
     load_blocking(move || {
         let margin = config.reduced_jpeg_decode.then_some(DEFAULT_JPEG_REDUCTION_MARGIN);
-        Ok(ClipImageEncoder::load(&bundle, &config.runtime, config.max_image_pixels)?.with_reduced_jpeg(margin))
+        Ok(ClipImageEncoder::load(&bundle, &config.runtime, config.max_image_pixels)?
+            .with_reduced_jpeg(margin)
+            .with_decode_deadline(config.decode_deadline)
+            .with_decode_budget(config.decode_budget_bytes))
     })
     .await
 }

@@ -10,6 +10,8 @@
 //!   [`call_json`].
 //! - Requests and objects: [`apigw_request`], [`with_query`], [`s3_event`], [`put`], [`unique`].
 
+pub mod hostile;
+
 use std::collections::HashMap;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
@@ -362,6 +364,28 @@ pub fn s3_event(name: &str, bucket: &str) -> S3Event {
         record["s3"]["bucket"]["arn"] = Value::String(format!("arn:aws:s3:::{bucket}"));
     }
     serde_json::from_value(event).expect("a valid S3 event")
+}
+
+/// One S3 event with an `ObjectCreated:Put` record for each key, as AWS would send it (built by the
+/// local bridge, without ETags so that every object is fetched).
+pub fn s3_put_event(bucket: &str, keys: &[String]) -> S3Event {
+    let records: Vec<Value> = keys
+        .iter()
+        .map(|key| {
+            let change = bridge::Change::Created {
+                bucket: bucket.to_string(),
+                key: key.clone(),
+                size: 0,
+                etag: String::new(),
+                mtime: 0,
+            };
+            let mut event = bridge::s3_event(&change, "us-east-1");
+            let mut record = event["Records"][0].take();
+            record["s3"]["object"].as_object_mut().expect("object").remove("eTag");
+            record
+        })
+        .collect();
+    serde_json::from_value(serde_json::json!({ "Records": records })).expect("a valid S3 event")
 }
 
 /// A committed API Gateway request, edited by `edit`.

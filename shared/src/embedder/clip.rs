@@ -5,14 +5,15 @@
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
 
 use image::RgbImage;
 use ort::session::{Session, SessionInputValue};
 use ort::value::{Tensor, TensorElementType, ValueType};
 
 use super::bundle::{require, ModelBundle, ModelError};
-use super::decode::{decode_rgb_reduced, ImageError, SupportedFormat};
+use super::decode::{decode_rgb_reduced, peak_bytes, DecodeLimits, ImageError, SupportedFormat};
 use super::onnx::{build_session, RuntimeOptions};
 use super::preprocess::Preprocessor;
 use super::tokenize::{ClipTokenizer, Tokens};
@@ -43,7 +44,8 @@ pub struct ClipImageEncoder {
     input_name: String,
     layout: ImageInputLayout,
     preprocessor: Preprocessor,
-    max_pixels: u64,
+    limits: DecodeLimits,
+    budget: DecodeBudget,
     reduced_jpeg: Option<f32>,
     dim: usize,
 }
@@ -104,7 +106,8 @@ impl ClipImageEncoder {
             model_path,
             layout,
             preprocessor: Preprocessor::new(preprocess),
-            max_pixels,
+            limits: DecodeLimits { max_pixels, deadline: crate::config::DEFAULT_DECODE_DEADLINE },
+            budget: DecodeBudget::new(crate::config::DEFAULT_DECODE_BUDGET_MB << 20),
             reduced_jpeg: Some(DEFAULT_JPEG_REDUCTION_MARGIN),
             dim,
         })
@@ -115,6 +118,18 @@ impl ClipImageEncoder {
     /// The embedding stays within cosine 0.999 of the full decode (tests/tests/reduced_decode.rs).
     pub fn with_reduced_jpeg(mut self, margin: Option<f32>) -> Self {
         self.reduced_jpeg = margin;
+        self
+    }
+
+    /// Wall time allowed for decoding one image (`IMAGE_DECODE_TIMEOUT_MS`).
+    pub fn with_decode_deadline(mut self, deadline: Duration) -> Self {
+        self.limits.deadline = deadline;
+        self
+    }
+
+    /// Bytes that decoding may hold at once over all threads of this encoder (`DECODE_MEMORY_BUDGET_MB`).
+    pub fn with_decode_budget(mut self, bytes: u64) -> Self {
+        self.budget = DecodeBudget::new(bytes);
         self
     }
 
@@ -131,14 +146,11 @@ impl ClipImageEncoder {
     /// the other images of its event or batch; the header checks keep allocation failures (which
     /// abort, and cannot be caught) out of reach.
     pub fn prepare(&self, bytes: &[u8]) -> Result<PreparedImage, ImageError> {
+        let _reserved = self.budget.reserve(peak_bytes(self.limits.max_pixels, bytes.len()));
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.prepare_unchecked(bytes))).unwrap_or_else(
             |payload| {
-                let message = payload
-                    .downcast_ref::<String>()
-                    .map(String::as_str)
-                    .or_else(|| payload.downcast_ref::<&str>().copied())
-                    .unwrap_or("a panic without a message")
-                    .to_string();
+                let message =
+                    super::decode::panic_message(&*payload).unwrap_or("a panic without a message").to_string();
                 Err(ImageError::Panicked { message })
             },
         )
@@ -147,7 +159,7 @@ impl ClipImageEncoder {
     fn prepare_unchecked(&self, bytes: &[u8]) -> Result<PreparedImage, ImageError> {
         let cfg = self.preprocessor.config();
         let min_side = self.reduced_jpeg.map(|m| (cfg.height.min(cfg.width) as f32 * m).ceil() as u32);
-        let decoded = decode_rgb_reduced(bytes, self.max_pixels, min_side)?;
+        let decoded = decode_rgb_reduced(bytes, &self.limits, min_side)?;
         Ok(PreparedImage {
             fitted: self.preprocessor.fit(&decoded.rgb)?,
             width: decoded.width,
@@ -203,6 +215,46 @@ impl ClipImageEncoder {
             }
         };
         run(&self.session, vec![(Cow::from(self.input_name.as_str()), input)], n, self.dim, &self.model_path)
+    }
+}
+
+/// Bounds decoding in bytes, not only in threads: each image reserves the most its decode can
+/// take (its share of the pixel cap plus its compressed bytes) before it starts, and waits while
+/// the reservations of the images in flight would exceed the budget. The Lambda's and the
+/// CLI's batches all share their encoder's budget, so batches × concurrency × threads cannot
+/// add up past it. One image is always let through, so a budget below one image only serializes.
+struct DecodeBudget {
+    capacity: u64,
+    in_use: Mutex<u64>,
+    released: Condvar,
+}
+
+struct Reservation<'a> {
+    budget: &'a DecodeBudget,
+    bytes: u64,
+}
+
+impl DecodeBudget {
+    fn new(capacity: u64) -> Self {
+        DecodeBudget { capacity, in_use: Mutex::new(0), released: Condvar::new() }
+    }
+
+    fn reserve(&self, bytes: u64) -> Reservation<'_> {
+        let bytes = bytes.min(self.capacity);
+        let mut in_use = self.in_use.lock().unwrap_or_else(|e| e.into_inner());
+        while *in_use > 0 && in_use.saturating_add(bytes) > self.capacity {
+            in_use = self.released.wait(in_use).unwrap_or_else(|e| e.into_inner());
+        }
+        *in_use += bytes;
+        Reservation { budget: self, bytes }
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        let mut in_use = self.budget.in_use.lock().unwrap_or_else(|e| e.into_inner());
+        *in_use -= self.bytes;
+        self.budget.released.notify_all();
     }
 }
 

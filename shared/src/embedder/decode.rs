@@ -1,15 +1,62 @@
 //! Bytes to upright 8-bit RGB, the way Pillow's `exif_transpose` + `convert("RGB")` does it.
 //!
-//! JPEG goes through libjpeg-turbo's decoder (the `mozjpeg` crate), the decoder Pillow uses,
-//! so pixels match the Python reference exactly. Other formats go through `image`.
-//! The header is read first and the decoded-pixel cap enforced before any pixel buffer
-//! is allocated, so a decompression bomb fails fast.
+//! JPEG goes through libjpeg-turbo (see [`super::jpeg`]), the decoder Pillow uses, so pixels
+//! match the Python reference exactly. Other formats go through `image`.
+//!
+//! Every byte is hostile, so each image is decoded within [`DecodeLimits`]:
+//! - the size is read from the header (for GIF also the first frame's) and checked against the
+//!   pixel cap before any pixel buffer is allocated, so a decompression bomb fails fast;
+//! - the decoders' own allocations are capped (`image`'s limits, libjpeg's `max_memory_to_use`);
+//! - a deadline stops a decode that runs too long (libjpeg's progress monitor; for the other
+//!   formats every read of compressed bytes checks the clock).
+//!
+//! Peak memory of one image is therefore at most [`PEAK_BYTES_PER_PIXEL`] × `MAX_IMAGE_PIXELS`
+//! plus the compressed bytes and [`PEAK_FIXED_BYTES`] (docs/ingest.md derives it; a test
+//! decodes the worst allowed images under that address-space limit).
 
-use std::io::Cursor;
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::borrow::Cow;
+use std::io::{BufRead, Cursor, Read, Seek, SeekFrom};
+use std::time::{Duration, Instant};
 
 use image::metadata::Orientation;
 use image::{DynamicImage, ImageFormat, ImageReader, RgbImage};
+
+use super::jpeg;
+
+/// What one image may cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodeLimits {
+    /// Width × height above which an image is refused from its header (`MAX_IMAGE_PIXELS`).
+    pub max_pixels: u64,
+    /// Wall time for decoding one image (`IMAGE_DECODE_TIMEOUT_MS`).
+    pub deadline: Duration,
+}
+
+impl DecodeLimits {
+    pub(super) fn deadline_millis(&self) -> u64 {
+        u64::try_from(self.deadline.as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+/// The decoders' own buffers per pixel, at most: `image` decodes to its native layout (RGBA
+/// 16-bit is 8 bytes) under an allocation limit of this much; libjpeg keeps up to 8 bytes of
+/// coefficients in progressive mode ([`jpeg::LIBJPEG_BYTES_PER_PIXEL`]).
+pub const DECODER_BYTES_PER_PIXEL: u64 = 8;
+/// Peak bytes per pixel of the cap while one image is decoded and made RGB: the decoder's
+/// buffers plus the 3-byte RGB copy (EXIF rotation makes a second RGB copy only after the
+/// decoder's buffers are gone: 6 < 11).
+pub const PEAK_BYTES_PER_PIXEL: u64 = DECODER_BYTES_PER_PIXEL + 3;
+/// Allocations that do not grow with the pixel count (libjpeg's tables, zlib windows, resize
+/// coefficients and the model-sized output), with headroom.
+pub const PEAK_FIXED_BYTES: u64 = 32 << 20;
+
+/// The most memory decoding `bytes` can take, given the pixel cap (saturating).
+pub fn peak_bytes(max_pixels: u64, compressed_len: usize) -> u64 {
+    PEAK_BYTES_PER_PIXEL
+        .saturating_mul(max_pixels)
+        .saturating_add(PEAK_FIXED_BYTES)
+        .saturating_add(compressed_len as u64)
+}
 
 /// Formats the embedder decodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +122,10 @@ pub enum ImageError {
     ZeroSize { width: u32, height: u32 },
     #[error("image is {width}x{height}: too elongated to scale its short side to the model's input")]
     ExtremeAspectRatio { width: u32, height: u32 },
+    #[error(
+        "decoding the {format} image took longer than {millis} ms (IMAGE_DECODE_TIMEOUT_MS); the image was skipped"
+    )]
+    DeadlineExceeded { format: &'static str, millis: u64 },
     /// A bug in a decoder or in preprocessing, caught so that it costs only this image.
     #[error("decoding or preprocessing failed unexpectedly ({message}); the image was skipped")]
     Panicked { message: String },
@@ -139,9 +190,9 @@ pub struct DecodedImage {
     pub height: u32,
 }
 
-/// Decodes `bytes` to upright RGB at full size, refusing images above `max_pixels` before decoding them.
-pub fn decode_rgb(bytes: &[u8], max_pixels: u64) -> Result<DecodedImage, ImageError> {
-    decode_rgb_reduced(bytes, max_pixels, None)
+/// Decodes `bytes` to upright RGB at full size within `limits`.
+pub fn decode_rgb(bytes: &[u8], limits: &DecodeLimits) -> Result<DecodedImage, ImageError> {
+    decode_rgb_reduced(bytes, limits, None)
 }
 
 /// Whether the JPEG decoder runs libjpeg-turbo's SIMD code (see [`jpeg::simd_enabled`]).
@@ -154,21 +205,26 @@ pub fn jpeg_simd_enabled() -> bool {
 /// at least `min_short_side`. Other formats are always decoded at full size.
 pub fn decode_rgb_reduced(
     bytes: &[u8],
-    max_pixels: u64,
+    limits: &DecodeLimits,
     min_short_side: Option<u32>,
 ) -> Result<DecodedImage, ImageError> {
     let format = sniff_format(bytes)?;
     let (rgb, (width, height)) = match format {
-        SupportedFormat::Jpeg => jpeg::decode(bytes, max_pixels, min_short_side)?,
+        SupportedFormat::Jpeg => jpeg::decode(bytes, limits, min_short_side)?,
         other => {
-            let rgb = decode_with_image(bytes, other, max_pixels)?;
+            let rgb = decode_with_image(bytes, other, limits)?;
             let size = rgb.dimensions();
             (rgb, size)
         }
     };
-    let (rgb, swapped) = apply_exif_orientation(bytes, rgb);
+    let (rgb, swapped) = apply_orientation(exif_orientation(bytes), rgb);
     let (width, height) = if swapped { (height, width) } else { (width, height) };
     Ok(DecodedImage { rgb, format, width, height })
+}
+
+/// The text of a caught panic, if it carried one.
+pub(super) fn panic_message(payload: &(dyn std::any::Any + Send)) -> Option<&str> {
+    payload.downcast_ref::<String>().map(String::as_str).or_else(|| payload.downcast_ref::<&str>().copied())
 }
 
 /// The numerator n of libjpeg's n/8 output scale: the smallest of 1, 2, 4 that keeps the
@@ -179,7 +235,7 @@ pub fn jpeg_scale_numerator(width: u32, height: u32, min_short_side: u32) -> u8 
 }
 
 /// The checks on a header's size, before anything of that size is allocated.
-fn check_pixels(width: u32, height: u32, max_pixels: u64) -> Result<(), ImageError> {
+pub(super) fn check_pixels(width: u32, height: u32, max_pixels: u64) -> Result<(), ImageError> {
     if width == 0 || height == 0 {
         Err(ImageError::ZeroSize { width, height })
     } else if width as u64 * height as u64 > max_pixels {
@@ -189,50 +245,165 @@ fn check_pixels(width: u32, height: u32, max_pixels: u64) -> Result<(), ImageErr
     }
 }
 
-fn decode_with_image(bytes: &[u8], format: SupportedFormat, max_pixels: u64) -> Result<RgbImage, ImageError> {
-    let corrupt = |e: image::ImageError| ImageError::Corrupt { format: format.name(), message: e.to_string() };
-    let reader = || ImageReader::with_format(Cursor::new(bytes), format.image_format());
-    let (width, height) = reader().into_dimensions().map_err(corrupt)?;
-    check_pixels(width, height, max_pixels)?;
+fn decode_with_image(bytes: &[u8], format: SupportedFormat, limits: &DecodeLimits) -> Result<RgbImage, ImageError> {
+    let started = Instant::now();
+    let deadline = started + limits.deadline;
+    let failed = |e: image::ImageError| {
+        if Instant::now() > deadline {
+            ImageError::DeadlineExceeded { format: format.name(), millis: limits.deadline_millis() }
+        } else {
+            ImageError::Corrupt { format: format.name(), message: e.to_string() }
+        }
+    };
+    let bytes = match format {
+        SupportedFormat::Png => without_png_chunk(bytes, *b"iCCP"),
+        _ => Cow::Borrowed(bytes),
+    };
+    let reader = || ImageReader::with_format(DeadlineReader::new(&bytes, deadline), format.image_format());
+    let (width, height) = reader().into_dimensions().map_err(failed)?;
+    check_pixels(width, height, limits.max_pixels)?;
+    if format == SupportedFormat::Gif {
+        check_first_gif_frame(&bytes, limits.max_pixels)?;
+    }
     let mut reader = reader();
-    let mut limits = image::Limits::default();
-    // Decoders may need more than the final buffer (RGBA + palette, 16-bit): allow 16 bytes a pixel.
-    limits.max_alloc = Some(max_pixels.saturating_mul(16));
-    reader.limits(limits);
-    let decoded = reader.decode().map_err(corrupt)?;
+    let mut image_limits = image::Limits::default();
+    image_limits.max_alloc = Some(DECODER_BYTES_PER_PIXEL.saturating_mul(limits.max_pixels));
+    reader.limits(image_limits);
+    let decoded = reader.decode().map_err(failed)?;
     // The decoded size can differ from the header's (a GIF frame, a TIFF page): check it too.
-    check_pixels(decoded.width(), decoded.height(), max_pixels)?;
+    check_pixels(decoded.width(), decoded.height(), limits.max_pixels)?;
     Ok(to_rgb8(decoded))
+}
+
+/// The PNG without its `kind` chunks. The png decoder inflates an ICC profile (`iCCP`) eagerly,
+/// up to its whole allocation limit: a 1 MB file can hold a profile that inflates to 1 GB.
+/// Colour management is not part of the reference pipeline (`convert("RGB")` ignores the
+/// profile), so the chunk is dropped unread. A malformed chunk list is left for the decoder to refuse.
+fn without_png_chunk(png: &[u8], kind: [u8; 4]) -> Cow<'_, [u8]> {
+    const SIGNATURE: usize = 8;
+    let mut chunks = Vec::new();
+    let mut at = SIGNATURE;
+    while let Some(header) = png.get(at..at + 8) {
+        let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let Some(end) = at.checked_add(12).and_then(|n| n.checked_add(len)).filter(|&end| end <= png.len()) else {
+            break;
+        };
+        chunks.push((at..end, header[4..8] == kind));
+        at = end;
+    }
+    if !chunks.iter().any(|(_, drop)| *drop) {
+        return Cow::Borrowed(png);
+    }
+    let mut out = Vec::with_capacity(png.len());
+    out.extend_from_slice(&png[..SIGNATURE]);
+    for (range, drop) in chunks {
+        if !drop {
+            out.extend_from_slice(&png[range]);
+        }
+    }
+    out.extend_from_slice(&png[at..]);
+    Cow::Owned(out)
+}
+
+/// A GIF's logical screen can be small while its first frame (the one decoded) is huge, and
+/// the frame buffer is allocated at the frame's size: check the frame's header too.
+fn check_first_gif_frame(bytes: &[u8], max_pixels: u64) -> Result<(), ImageError> {
+    let corrupt = |e: gif::DecodingError| ImageError::Corrupt { format: "GIF", message: e.to_string() };
+    let mut options = gif::DecodeOptions::new();
+    options.set_memory_limit(gif::MemoryLimit::Bytes(std::num::NonZeroU64::new(1 << 20).expect("non-zero")));
+    let mut decoder = options.read_info(Cursor::new(bytes)).map_err(corrupt)?;
+    match decoder.next_frame_info().map_err(corrupt)? {
+        Some(frame) => check_pixels(u32::from(frame.width), u32::from(frame.height), max_pixels),
+        None => Err(ImageError::Corrupt { format: "GIF", message: "the file holds no frame".into() }),
+    }
+}
+
+/// The compressed bytes, read through a clock: once the deadline passes every read fails, so
+/// a decoder that is slow on hostile data stops at its next read.
+struct DeadlineReader<'a> {
+    inner: Cursor<&'a [u8]>,
+    deadline: Instant,
+}
+
+impl<'a> DeadlineReader<'a> {
+    fn new(bytes: &'a [u8], deadline: Instant) -> Self {
+        DeadlineReader { inner: Cursor::new(bytes), deadline }
+    }
+
+    fn check(&self) -> std::io::Result<()> {
+        if Instant::now() > self.deadline {
+            Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "decode deadline passed"))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl Read for DeadlineReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.check()?;
+        self.inner.read(buf)
+    }
+}
+
+impl BufRead for DeadlineReader<'_> {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        self.check()?;
+        self.inner.fill_buf()
+    }
+
+    fn consume(&mut self, amount: usize) {
+        self.inner.consume(amount)
+    }
+}
+
+impl Seek for DeadlineReader<'_> {
+    fn seek(&mut self, position: SeekFrom) -> std::io::Result<u64> {
+        self.check()?;
+        self.inner.seek(position)
+    }
 }
 
 /// Pillow's `convert("RGB")`: alpha is dropped (not composited), grey is replicated,
 /// and 16-bit samples keep their high byte (what Pillow does for 16-bit RGB PNGs; for
 /// 16-bit grey the reference does the same because Pillow's own conversion clips).
 fn to_rgb8(image: DynamicImage) -> RgbImage {
+    let (w, h) = (image.width(), image.height());
+    // 16-bit: the high byte of each kept sample, read straight from the decoded buffer (a
+    // 16-bit RGB copy first would add 6 bytes a pixel to the peak).
+    let high_bytes = |samples: &[u16], channels: usize| -> RgbImage {
+        let rgb = samples
+            .chunks_exact(channels)
+            .flat_map(|px| {
+                let (r, g, b) = if channels >= 3 { (px[0], px[1], px[2]) } else { (px[0], px[0], px[0]) };
+                [(r >> 8) as u8, (g >> 8) as u8, (b >> 8) as u8]
+            })
+            .collect();
+        RgbImage::from_raw(w, h, rgb).expect("buffer size matches dimensions")
+    };
     match image {
         DynamicImage::ImageRgb8(rgb) => rgb,
-        DynamicImage::ImageLuma16(_)
-        | DynamicImage::ImageLumaA16(_)
-        | DynamicImage::ImageRgb16(_)
-        | DynamicImage::ImageRgba16(_) => {
-            let wide = image.into_rgb16();
-            let (w, h) = wide.dimensions();
-            RgbImage::from_raw(w, h, wide.into_raw().into_iter().map(|v| (v >> 8) as u8).collect())
-                .expect("buffer size matches dimensions")
-        }
+        DynamicImage::ImageLuma16(i) => high_bytes(i.as_raw(), 1),
+        DynamicImage::ImageLumaA16(i) => high_bytes(i.as_raw(), 2),
+        DynamicImage::ImageRgb16(i) => high_bytes(i.as_raw(), 3),
+        DynamicImage::ImageRgba16(i) => high_bytes(i.as_raw(), 4),
         other => other.into_rgb8(),
     }
 }
 
-/// Turns the image upright according to its EXIF orientation, as `ImageOps.exif_transpose` does.
-/// Also says whether width and height were swapped.
-fn apply_exif_orientation(bytes: &[u8], rgb: RgbImage) -> (RgbImage, bool) {
-    let orientation = exif::Reader::new()
+/// The EXIF orientation of the primary image, if the file has a valid one.
+pub fn exif_orientation(bytes: &[u8]) -> Option<Orientation> {
+    exif::Reader::new()
         .read_from_container(&mut Cursor::new(bytes))
         .ok()
         .and_then(|exif| exif.get_field(exif::Tag::Orientation, exif::In::PRIMARY).and_then(|f| f.value.get_uint(0)))
         .and_then(|v| u8::try_from(v).ok())
-        .and_then(Orientation::from_exif);
+        .and_then(Orientation::from_exif)
+}
+
+/// Turns the image upright, as `ImageOps.exif_transpose` does; also says whether width and
+/// height were swapped.
+fn apply_orientation(orientation: Option<Orientation>, rgb: RgbImage) -> (RgbImage, bool) {
     match orientation {
         None | Some(Orientation::NoTransforms) => (rgb, false),
         Some(orientation) => {
@@ -246,167 +417,6 @@ fn apply_exif_orientation(bytes: &[u8], rgb: RgbImage) -> (RgbImage, bool) {
             let mut image = DynamicImage::ImageRgb8(rgb);
             image.apply_orientation(orientation);
             (image.into_rgb8(), swapped)
-        }
-    }
-}
-
-/// JPEG through libjpeg-turbo, with Pillow's choices: ISLOW DCT, fancy upsampling,
-/// Adobe CMYK inverted, CMYK to RGB with Pillow's formula, a truncated file is an error.
-mod jpeg {
-    use super::*;
-    use mozjpeg::{ColorSpace, Decompress, Marker};
-    use mozjpeg_sys::{jpeg_common_struct, jpeg_error_mgr, jpeg_std_error, JWRN_JPEG_EOF};
-
-    const FORMAT: &str = "JPEG";
-
-    /// The decoded pixels (reduced when `min_short_side` allows) and the full size.
-    pub fn decode(
-        bytes: &[u8],
-        max_pixels: u64,
-        min_short_side: Option<u32>,
-    ) -> Result<(RgbImage, (u32, u32)), ImageError> {
-        // libjpeg reports fatal errors by unwinding out of the C code (mozjpeg's documented model).
-        match catch_unwind(AssertUnwindSafe(|| decode_unchecked(bytes, max_pixels, min_short_side))) {
-            Ok(result) => result,
-            Err(payload) => {
-                let message = payload
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "libjpeg failed".to_string());
-                Err(ImageError::Corrupt { format: FORMAT, message })
-            }
-        }
-    }
-
-    fn decode_unchecked(
-        bytes: &[u8],
-        max_pixels: u64,
-        min_short_side: Option<u32>,
-    ) -> Result<(RgbImage, (u32, u32)), ImageError> {
-        let corrupt = |e: std::io::Error| ImageError::Corrupt { format: FORMAT, message: e.to_string() };
-        let mut decompress = Decompress::with_err(strict_error_mgr())
-            .with_markers(&[Marker::APP(14)])
-            .from_mem(bytes)
-            .map_err(corrupt)?;
-        let (full_width, full_height) = (decompress.width() as u32, decompress.height() as u32);
-        check_pixels(full_width, full_height, max_pixels)?;
-        if let Some(min) = min_short_side {
-            let numerator = jpeg_scale_numerator(full_width, full_height, min);
-            if numerator < 8 {
-                decompress.scale(numerator);
-            }
-        }
-        let adobe = decompress.markers().any(|m| m.marker == Marker::APP(14) && m.data.starts_with(b"Adobe"));
-        let (pixels, width, height): (Vec<u8>, usize, usize) = match decompress.color_space() {
-            ColorSpace::JCS_CMYK | ColorSpace::JCS_YCCK => {
-                let mut started = decompress.to_colorspace(ColorSpace::JCS_CMYK).map_err(corrupt)?;
-                let (w, h) = (started.width(), started.height());
-                let cmyk: Vec<u8> = started.read_scanlines().map_err(corrupt)?;
-                started.finish().map_err(corrupt)?;
-                (cmyk_to_rgb(&cmyk, adobe), w, h)
-            }
-            _ => {
-                let mut started = decompress.rgb().map_err(corrupt)?;
-                let (w, h) = (started.width(), started.height());
-                let rgb: Vec<u8> = started.read_scanlines().map_err(corrupt)?;
-                started.finish().map_err(corrupt)?;
-                (rgb, w, h)
-            }
-        };
-        let rgb = RgbImage::from_raw(width as u32, height as u32, pixels)
-            .ok_or_else(|| ImageError::Corrupt { format: FORMAT, message: "decoder returned a short buffer".into() })?;
-        Ok((rgb, (full_width, full_height)))
-    }
-
-    /// Whether libjpeg-turbo was built with its SIMD code (x86_64: only when `nasm` was on the PATH
-    /// at build time; without it mozjpeg-sys falls back to plain C silently, and decoding is about
-    /// twice as slow). The answer is libjpeg's own: its internal `jsimd_can_idct_islow`.
-    pub fn simd_enabled() -> bool {
-        extern "C" {
-            fn jsimd_can_idct_islow() -> std::os::raw::c_int;
-        }
-        // SAFETY: takes no arguments; it checks the CPU once and reports whether the SIMD IDCT is used.
-        unsafe { jsimd_can_idct_islow() != 0 }
-    }
-
-    /// Pillow: Adobe files store CMYK inverted ("CMYK;I"); then R = (255-C)(255-K)/255 with its rounding.
-    fn cmyk_to_rgb(cmyk: &[u8], inverted: bool) -> Vec<u8> {
-        let mut rgb = Vec::with_capacity(cmyk.len() / 4 * 3);
-        for px in cmyk.chunks_exact(4) {
-            let v = |i: usize| if inverted { 255 - px[i] as u32 } else { px[i] as u32 };
-            let nk = 255 - v(3);
-            for c in 0..3 {
-                let tmp = v(c) * nk + 128;
-                let muldiv255 = ((tmp >> 8) + tmp) >> 8;
-                rgb.push(nk.saturating_sub(muldiv255) as u8);
-            }
-        }
-        rgb
-    }
-
-    /// libjpeg's standard error manager, except that fatal errors unwind with their message
-    /// and a premature end of data is fatal too (libjpeg would pad the image with grey).
-    fn strict_error_mgr() -> jpeg_error_mgr {
-        // SAFETY: jpeg_std_error only fills in the plain-data struct it is given.
-        let mut err: jpeg_error_mgr = unsafe { std::mem::zeroed() };
-        unsafe { jpeg_std_error(&mut err) };
-        err.error_exit = Some(error_exit);
-        err.emit_message = Some(emit_message);
-        err
-    }
-
-    fn message(cinfo: &mut jpeg_common_struct) -> String {
-        // SAFETY: libjpeg sets `err` before calling any handler; format_message writes
-        // at most JMSG_LENGTH_MAX (80) bytes into the buffer.
-        unsafe {
-            let err = &*cinfo.err;
-            match err.format_message {
-                Some(format) => {
-                    let buffer = [0u8; 80];
-                    format(cinfo, &buffer);
-                    let end = buffer.iter().position(|&c| c == 0).unwrap_or(buffer.len());
-                    String::from_utf8_lossy(&buffer[..end]).into_owned()
-                }
-                None => format!("libjpeg error {}", err.msg_code),
-            }
-        }
-    }
-
-    extern "C-unwind" fn error_exit(cinfo: &mut jpeg_common_struct) {
-        std::panic::resume_unwind(Box::new(message(cinfo)));
-    }
-
-    extern "C-unwind" fn emit_message(cinfo: &mut jpeg_common_struct, level: std::os::raw::c_int) {
-        // SAFETY: as in `message`.
-        let code = unsafe { (*cinfo.err).msg_code };
-        if level < 0 && code == JWRN_JPEG_EOF as std::os::raw::c_int {
-            std::panic::resume_unwind(Box::new("file is truncated (premature end of JPEG data)".to_string()));
-        }
-    }
-
-    #[cfg(test)]
-    mod tests {
-        /// CI sets `REQUIRE_JPEG_SIMD=1` and fails without SIMD. Elsewhere a build without nasm
-        /// decodes correctly, only about twice as slowly, so the test says so loudly and passes.
-        #[test]
-        #[cfg(target_arch = "x86_64")]
-        fn the_jpeg_decoder_is_built_with_simd() {
-            let fix = "libjpeg-turbo was built without SIMD: install nasm (apt-get install nasm), then \
-                       `cargo clean -p mozjpeg-sys` and rebuild";
-            let required = std::env::var("REQUIRE_JPEG_SIMD").is_ok_and(|v| v == "1");
-            if required {
-                assert!(super::simd_enabled(), "{fix}");
-            } else if !super::simd_enabled() {
-                eprintln!("\n!!! WARNING: {fix}. JPEG decoding works, about twice as slowly.\n");
-            }
-        }
-
-        #[test]
-        fn cmyk_formula_matches_pillow() {
-            // Pillow 13: Image.new("CMYK", (1, 1), (10, 200, 30, 40)).convert("RGB") == (207, 46, 190)
-            assert_eq!(super::cmyk_to_rgb(&[10, 200, 30, 40], false), vec![207, 46, 190]);
-            assert_eq!(super::cmyk_to_rgb(&[245, 55, 225, 215], true), vec![207, 46, 190]);
         }
     }
 }

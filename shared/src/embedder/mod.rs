@@ -5,6 +5,7 @@
 pub mod bundle;
 mod clip;
 pub mod decode;
+mod jpeg;
 pub mod onnx;
 pub mod preprocess;
 pub mod resample;
@@ -12,7 +13,7 @@ pub mod tokenize;
 
 pub use bundle::{ModelBundle, ModelConfig, ModelError, PreprocessConfig, Tower};
 pub use clip::{ClipImageEncoder, ClipTextEncoder, ImageInputLayout, PreparedImage, DEFAULT_JPEG_REDUCTION_MARGIN};
-pub use decode::{DecodedImage, ImageError, SupportedFormat};
+pub use decode::{DecodeLimits, DecodedImage, ImageError, SupportedFormat};
 pub use tokenize::{TextError, Tokens};
 
 /// An L2-normalised embedding.

@@ -94,7 +94,7 @@ impl Preprocessor {
 /// Size that covers `tw × th` keeping the aspect ratio. For a square target this is the
 /// reference rule: short side = size, long side = int(size * long / short). `None` for a zero
 /// side, or a long side past `u32::MAX` (an image over ~19 million times longer than wide).
-fn cover_size(w: u32, h: u32, tw: u32, th: u32) -> Option<(u32, u32)> {
+pub fn cover_size(w: u32, h: u32, tw: u32, th: u32) -> Option<(u32, u32)> {
     if w == 0 || h == 0 {
         return None;
     }

@@ -130,18 +130,18 @@ async fn search(
     request: Request<Body>,
 ) -> Response {
     let request_id = request.lambda_context_ref().map(|c| c.request_id.clone()).unwrap_or_default();
-    let params = if method == Method::POST {
+    let parsed = if method == Method::POST {
         match axum::body::to_bytes(request.into_body(), MAX_BODY_BYTES).await {
-            Ok(bytes) => params::from_json(&bytes),
+            Ok(bytes) => parse_search_request(SearchInput::JsonBody(&bytes)),
             Err(_) => Err(ApiError::bad_request(
                 "malformed_json",
                 format!("the request body is over {MAX_BODY_BYTES} bytes; send JSON like {{\"q\": \"red bicycle\", \"k\": 10}}"),
             )),
         }
     } else {
-        Ok(params::from_query(query.as_deref()))
+        parse_search_request(SearchInput::Query(query.as_deref()))
     };
-    let request = match params.and_then(params::validate) {
+    let request = match parsed {
         Ok(request) => request,
         Err(e) => return error_response(&e, None),
     };
@@ -157,6 +157,23 @@ async fn search(
             }
         }
     }
+}
+
+/// Where a search request's parameters come from.
+pub enum SearchInput<'a> {
+    /// `GET /search?…`: the raw query string.
+    Query(Option<&'a str>),
+    /// `POST /search`: the JSON body.
+    JsonBody(&'a [u8]),
+}
+
+/// Parses and validates a search request (parameters, filters and cursor), or says what to fix.
+pub fn parse_search_request(input: SearchInput<'_>) -> Result<crate::domain::search::SearchRequest, ApiError> {
+    let params = match input {
+        SearchInput::Query(query) => params::from_query(query),
+        SearchInput::JsonBody(bytes) => params::from_json(bytes)?,
+    };
+    params::validate(params)
 }
 
 /// Larger than any valid request: a query is at most 1000 characters.

@@ -28,6 +28,8 @@
 mod bad_input;
 mod browser;
 mod full_path;
+mod fuzz_regressions;
+mod hostile;
 mod image_parity;
 mod ingest_handler;
 mod model_bundle;
