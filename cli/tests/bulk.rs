@@ -223,6 +223,43 @@ async fn reconcile_removes_entries_of_deleted_objects_and_fix_indexes_the_missin
     assert_eq!((report["removed"].as_array().unwrap().len(), report["missing"].as_array().unwrap().len()), (0, 0));
 }
 
+/// `clip-search backfill` over a bucket of hostile files and good photos finishes, indexes the good
+/// photos and the valid hostile files, and lists every other hostile file as failed with its reason.
+#[tokio::test]
+#[ignore = "needs the local stack: bash scripts/test"]
+async fn backfill_over_hostile_files_finishes_and_lists_them_as_failed() {
+    let files = tests::hostile::all(false);
+    let mut objects: Vec<(String, Vec<u8>)> =
+        files.iter().map(|f| (format!("hostile/{}", f.name), f.bytes.clone())).collect();
+    objects.push(("good/baseline.jpg".into(), fixture_image("baseline.jpg")));
+    objects.push(("good/rgba.png".into(), fixture_image("rgba.png")));
+    let Sandbox { bucket, index, .. } = sandbox_with("hostile", &objects).await;
+    let collection = index.collection().to_string();
+    let (output, report) = run(&collection, &["backfill", "--bucket", &bucket, "--batch-size", "4", "--json"]);
+    // It finishes (no crash, no signal); exit status 1 says that some objects were not indexed.
+    assert_eq!(output.status.code(), Some(1), "{report}\n{}", String::from_utf8_lossy(&output.stderr));
+    let indexed = indexed_keys(&index, &bucket).await;
+    let failed: Vec<(String, String)> = report["failed"]
+        .as_array()
+        .expect("a failed list")
+        .iter()
+        .map(|f| (f["key"].as_str().unwrap().to_string(), f["reason"].as_str().unwrap().to_string()))
+        .collect();
+    for key in ["good/baseline.jpg", "good/rgba.png"] {
+        assert!(indexed.contains(&key.to_string()), "{key} indexed: {indexed:?}");
+    }
+    for file in &files {
+        let key = format!("hostile/{}", file.name);
+        file.check(match failed.iter().find(|(k, _)| *k == key) {
+            Some((_, reason)) => Err(reason.clone()),
+            None => {
+                assert!(indexed.contains(&key), "{key} neither indexed nor listed as failed: {report}");
+                Ok((0, 0))
+            }
+        });
+    }
+}
+
 #[test]
 fn every_command_has_help() {
     for command in [&[][..], &["backfill"], &["reconcile"], &["search"], &["embed"], &["serve"]] {

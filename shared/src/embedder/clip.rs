@@ -13,7 +13,7 @@ use ort::session::{Session, SessionInputValue};
 use ort::value::{Tensor, TensorElementType, ValueType};
 
 use super::bundle::{require, ModelBundle, ModelError};
-use super::decode::{decode_rgb_reduced, peak_bytes, DecodeLimits, ImageError, SupportedFormat};
+use super::decode::{decode_rgb_reduced, peak_bytes_of, DecodeLimits, ImageError, SupportedFormat};
 use super::onnx::{build_session, RuntimeOptions};
 use super::preprocess::Preprocessor;
 use super::tokenize::{ClipTokenizer, Tokens};
@@ -146,7 +146,7 @@ impl ClipImageEncoder {
     /// the other images of its event or batch; the header checks keep allocation failures (which
     /// abort, and cannot be caught) out of reach.
     pub fn prepare(&self, bytes: &[u8]) -> Result<PreparedImage, ImageError> {
-        let _reserved = self.budget.reserve(peak_bytes(self.limits.max_pixels, bytes.len()));
+        let _reserved = self.budget.reserve(peak_bytes_of(bytes, self.limits.max_pixels));
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.prepare_unchecked(bytes))).unwrap_or_else(
             |payload| {
                 let message =
@@ -219,7 +219,7 @@ impl ClipImageEncoder {
 }
 
 /// Bounds decoding in bytes, not only in threads: each image reserves the most its decode can
-/// take (its share of the pixel cap plus its compressed bytes) before it starts, and waits while
+/// take (from the pixels its header declares, and its compressed bytes) before it starts, and waits while
 /// the reservations of the images in flight would exceed the budget. The Lambda's and the
 /// CLI's batches all share their encoder's budget, so batches × concurrency × threads cannot
 /// add up past it. One image is always let through, so a budget below one image only serializes.

@@ -38,9 +38,9 @@ impl DecodeLimits {
     }
 }
 
-/// The decoders' own buffers per pixel, at most: `image` decodes to its native layout (RGBA
-/// 16-bit is 8 bytes) under an allocation limit of this much; libjpeg keeps up to 8 bytes of
-/// coefficients in progressive mode ([`jpeg::LIBJPEG_BYTES_PER_PIXEL`]).
+/// The decoders' own buffers per declared pixel, at most: `image` decodes to its native layout
+/// (RGBA 16-bit is 8 bytes) and libjpeg keeps up to 8 bytes of coefficients in progressive
+/// mode; both run under an allocation cap of this much (+ [`DECODER_FIXED_BYTES`]).
 pub const DECODER_BYTES_PER_PIXEL: u64 = 8;
 /// Peak bytes per pixel of the cap while one image is decoded and made RGB: the decoder's
 /// buffers plus the 3-byte RGB copy (EXIF rotation makes a second RGB copy only after the
@@ -50,12 +50,36 @@ pub const PEAK_BYTES_PER_PIXEL: u64 = DECODER_BYTES_PER_PIXEL + 3;
 /// coefficients and the model-sized output), with headroom.
 pub const PEAK_FIXED_BYTES: u64 = 32 << 20;
 
-/// The most memory decoding `bytes` can take, given the pixel cap (saturating).
-pub fn peak_bytes(max_pixels: u64, compressed_len: usize) -> u64 {
-    PEAK_BYTES_PER_PIXEL
-        .saturating_mul(max_pixels)
-        .saturating_add(PEAK_FIXED_BYTES)
-        .saturating_add(compressed_len as u64)
+/// Decoders' buffers that do not grow with the pixel count (tables, zlib windows, strip buffers).
+pub const DECODER_FIXED_BYTES: u64 = 16 << 20;
+
+/// The most memory decoding an image of `pixels` pixels from `compressed_len` bytes can take (saturating).
+pub fn peak_bytes(pixels: u64, compressed_len: usize) -> u64 {
+    PEAK_BYTES_PER_PIXEL.saturating_mul(pixels).saturating_add(PEAK_FIXED_BYTES).saturating_add(compressed_len as u64)
+}
+
+/// The most memory decoding `bytes` can take: [`peak_bytes`] of the pixels its header declares
+/// (for a GIF, the larger of the logical screen and the first frame), or of the cap when the
+/// header cannot be read or declares more (such a file is refused before it allocates).
+pub fn peak_bytes_of(bytes: &[u8], max_pixels: u64) -> u64 {
+    let pixels = sniff_format(bytes)
+        .and_then(|format| declared_sizes(bytes, format))
+        .map(|sizes| sizes.iter().map(|&(w, h)| u64::from(w) * u64::from(h)).max().unwrap_or(0))
+        .unwrap_or(max_pixels);
+    peak_bytes(pixels.min(max_pixels), bytes.len())
+}
+
+/// The sizes a file declares before any pixel is decoded: the image's, and for a GIF also its
+/// first frame's, which can be larger than the logical screen and is allocated at its own size.
+fn declared_sizes(bytes: &[u8], format: SupportedFormat) -> Result<Vec<(u32, u32)>, ImageError> {
+    let corrupt = |e: image::ImageError| ImageError::Corrupt { format: format.name(), message: e.to_string() };
+    let size =
+        ImageReader::with_format(Cursor::new(bytes), format.image_format()).into_dimensions().map_err(corrupt)?;
+    let mut sizes = vec![size];
+    if format == SupportedFormat::Gif {
+        sizes.push(first_gif_frame(bytes)?);
+    }
+    Ok(sizes)
 }
 
 /// Formats the embedder decodes.
@@ -259,15 +283,14 @@ fn decode_with_image(bytes: &[u8], format: SupportedFormat, limits: &DecodeLimit
         SupportedFormat::Png => without_png_chunk(bytes, *b"iCCP"),
         _ => Cow::Borrowed(bytes),
     };
-    let reader = || ImageReader::with_format(DeadlineReader::new(&bytes, deadline), format.image_format());
-    let (width, height) = reader().into_dimensions().map_err(failed)?;
-    check_pixels(width, height, limits.max_pixels)?;
-    if format == SupportedFormat::Gif {
-        check_first_gif_frame(&bytes, limits.max_pixels)?;
+    let mut declared = 0u64;
+    for (width, height) in declared_sizes(&bytes, format)? {
+        check_pixels(width, height, limits.max_pixels)?;
+        declared = declared.max(u64::from(width) * u64::from(height));
     }
-    let mut reader = reader();
+    let mut reader = ImageReader::with_format(DeadlineReader::new(&bytes, deadline), format.image_format());
     let mut image_limits = image::Limits::default();
-    image_limits.max_alloc = Some(DECODER_BYTES_PER_PIXEL.saturating_mul(limits.max_pixels));
+    image_limits.max_alloc = Some(DECODER_BYTES_PER_PIXEL.saturating_mul(declared).saturating_add(DECODER_FIXED_BYTES));
     reader.limits(image_limits);
     let decoded = reader.decode().map_err(failed)?;
     // The decoded size can differ from the header's (a GIF frame, a TIFF page): check it too.
@@ -305,15 +328,14 @@ fn without_png_chunk(png: &[u8], kind: [u8; 4]) -> Cow<'_, [u8]> {
     Cow::Owned(out)
 }
 
-/// A GIF's logical screen can be small while its first frame (the one decoded) is huge, and
-/// the frame buffer is allocated at the frame's size: check the frame's header too.
-fn check_first_gif_frame(bytes: &[u8], max_pixels: u64) -> Result<(), ImageError> {
+/// The size of a GIF's first frame (the one decoded), read from its image descriptor.
+fn first_gif_frame(bytes: &[u8]) -> Result<(u32, u32), ImageError> {
     let corrupt = |e: gif::DecodingError| ImageError::Corrupt { format: "GIF", message: e.to_string() };
     let mut options = gif::DecodeOptions::new();
     options.set_memory_limit(gif::MemoryLimit::Bytes(std::num::NonZeroU64::new(1 << 20).expect("non-zero")));
     let mut decoder = options.read_info(Cursor::new(bytes)).map_err(corrupt)?;
     match decoder.next_frame_info().map_err(corrupt)? {
-        Some(frame) => check_pixels(u32::from(frame.width), u32::from(frame.height), max_pixels),
+        Some(frame) => Ok((u32::from(frame.width), u32::from(frame.height))),
         None => Err(ImageError::Corrupt { format: "GIF", message: "the file holds no frame".into() }),
     }
 }

@@ -5,8 +5,8 @@
 //! The decompressor is driven directly (not through the `mozjpeg` wrapper) so that a hostile
 //! file meets three limits inside libjpeg itself: a scan limit and a deadline, both checked by
 //! libjpeg's progress monitor on every scan and every row of coefficients, and a cap on
-//! libjpeg's own memory (`max_memory_to_use`; libjpeg has no backing store here, so a file that
-//! needs more fails instead of allocating it).
+//! libjpeg's own memory of 8 bytes a pixel (`max_memory_to_use`; libjpeg has no backing store
+//! here, so a file that needs more fails instead of allocating it).
 
 use std::os::raw::{c_int, c_long, c_uint, c_ulong};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -15,19 +15,16 @@ use std::time::Instant;
 use image::RgbImage;
 use mozjpeg_sys::*;
 
-use super::decode::{check_pixels, jpeg_scale_numerator, panic_message, DecodeLimits, ImageError};
+use super::decode::{
+    check_pixels, jpeg_scale_numerator, panic_message, DecodeLimits, ImageError, DECODER_BYTES_PER_PIXEL,
+    DECODER_FIXED_BYTES,
+};
 
 const FORMAT: &str = "JPEG";
 
 /// More scans than any encoder writes (progressive files have about 10; mozjpeg's up to ~20).
 /// A file with thousands of tiny scans makes libjpeg redo the whole image per scan.
 pub const MAX_SCANS: c_int = 100;
-
-/// libjpeg's own allocations per pixel of the image, at most: progressive files keep every
-/// DCT coefficient (2 bytes × up to 4 components), plus MCU padding.
-pub const LIBJPEG_BYTES_PER_PIXEL: u64 = 8;
-/// Headroom for libjpeg's tables and strip buffers, which do not grow with the pixel count.
-pub const LIBJPEG_FIXED_BYTES: u64 = 16 << 20;
 
 /// The decoded pixels (at reduced scale when `min_short_side` allows) and the full size.
 pub fn decode(
@@ -53,8 +50,7 @@ fn decode_unchecked(
 ) -> Result<(RgbImage, (u32, u32)), ImageError> {
     let size = c_ulong::try_from(bytes.len())
         .map_err(|_| ImageError::Corrupt { format: FORMAT, message: "file too large".into() })?;
-    let memory = LIBJPEG_BYTES_PER_PIXEL.saturating_mul(limits.max_pixels).saturating_add(LIBJPEG_FIXED_BYTES);
-    let mut d = Decompressor::new(Instant::now() + limits.deadline, c_long::try_from(memory).unwrap_or(c_long::MAX));
+    let mut d = Decompressor::new(Instant::now() + limits.deadline);
     let cinfo = &mut d.cinfo;
     // SAFETY: `cinfo` was created by `Decompressor::new`; `bytes` outlives it (dropped at the end
     // of this function). Errors unwind out of these calls and are caught in `decode`.
@@ -65,6 +61,13 @@ fn decode_unchecked(
     }
     let (width, height) = (cinfo.image_width, cinfo.image_height);
     check_pixels(width, height, limits.max_pixels)?;
+    // Progressive files keep every DCT coefficient: 2 bytes × up to 4 components a pixel. A file
+    // whose sampling factors pad it far past its size needs more, and is refused.
+    let memory = DECODER_BYTES_PER_PIXEL
+        .saturating_mul(u64::from(width) * u64::from(height))
+        .saturating_add(DECODER_FIXED_BYTES);
+    // SAFETY: `mem` was set by jpeg_create_decompress; nothing large is allocated before start.
+    unsafe { (*cinfo.common.mem).max_memory_to_use = c_long::try_from(memory).unwrap_or(c_long::MAX) };
     if let Some(min) = min_short_side {
         cinfo.scale_num = c_uint::from(jpeg_scale_numerator(width, height, min));
         cinfo.scale_denom = 8;
@@ -121,7 +124,7 @@ struct Monitor {
 }
 
 impl Decompressor {
-    fn new(deadline: Instant, max_memory: c_long) -> Box<Self> {
+    fn new(deadline: Instant) -> Box<Self> {
         // SAFETY: these are plain C structs for which all-zero is the state libjpeg expects
         // before `jpeg_std_error` / `jpeg_create_decompress` fill them in.
         let mut d: Box<Decompressor> = Box::new(Decompressor {
@@ -136,7 +139,6 @@ impl Decompressor {
             d.err.emit_message = Some(emit_message);
             d.cinfo.common.err = &mut d.err;
             jpeg_create_decompress(&mut d.cinfo);
-            (*d.cinfo.common.mem).max_memory_to_use = max_memory;
             d.monitor.mgr.progress_monitor = Some(progress_monitor);
             d.cinfo.common.progress = &mut d.monitor.mgr;
         }

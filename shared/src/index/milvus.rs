@@ -462,6 +462,86 @@ fn classify(error: MilvusError) -> IndexError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// Reads an expression as Milvus's grammar does: a string literal is `"`, then any character
+    /// but `"`, `\`, CR and LF, or a backslash escape, then `"`. Returns the decoded literals and
+    /// the expression with each literal emptied to `""`; panics where Milvus would refuse the text.
+    fn literals(expr: &str) -> (Vec<String>, String) {
+        let (mut found, mut skeleton) = (Vec::new(), String::new());
+        let mut chars = expr.chars();
+        while let Some(c) = chars.next() {
+            if c != '"' {
+                skeleton.push(c);
+                continue;
+            }
+            let mut literal = String::new();
+            loop {
+                match chars.next().expect("the literal is closed") {
+                    '"' => break,
+                    '\\' => literal.push(match chars.next().expect("an escape is complete") {
+                        '\\' => '\\',
+                        '"' => '"',
+                        'n' => '\n',
+                        'r' => '\r',
+                        other => panic!("escape \\{other} is not one escape() writes"),
+                    }),
+                    '\n' | '\r' => panic!("a raw line break inside a literal"),
+                    other => literal.push(other),
+                }
+            }
+            found.push(literal);
+            skeleton.push_str("\"\"");
+        }
+        (found, skeleton)
+    }
+
+    /// Strings rich in what could break out of a literal.
+    fn hostile_text() -> impl Strategy<Value = String> {
+        prop::collection::vec(
+            prop_oneof![Just('"'), Just('\\'), Just('\n'), Just('\r'), Just('\''), Just(' '), any::<char>()],
+            0..24,
+        )
+        .prop_map(|chars| chars.into_iter().collect())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+        #[test]
+        fn an_escaped_value_never_leaves_its_literal(value in hostile_text()) {
+            let (found, skeleton) = literals(&format!("key == \"{}\"", escape(&value)));
+            prop_assert_eq!(found, vec![value]);
+            prop_assert_eq!(skeleton, "key == \"\"");
+        }
+
+        #[test]
+        fn a_filter_expression_keeps_its_shape_whatever_the_values(
+            prefix in hostile_text(),
+            content_type in hostile_text(),
+            exclude_id in hostile_text(),
+            after in any::<i64>(),
+            before in any::<i64>(),
+        ) {
+            let filter = |p: &str, c: &str, e: &str| SearchFilter {
+                prefix: Some(p.to_string()),
+                content_type: Some(c.to_string()),
+                uploaded_after_ms: Some(after),
+                uploaded_before_ms: Some(before),
+                exclude_id: Some(e.to_string()),
+            };
+            let (found, skeleton) = literals(&filter_expression(&filter(&prefix, &content_type, &exclude_id)));
+            let (_, plain) = literals(&filter_expression(&filter("p", "c", "e")));
+            let (_, no_prefix) = literals(&filter_expression(&filter("", "c", "e")));
+            if prefix.is_empty() {
+                prop_assert_eq!(skeleton, no_prefix);
+                prop_assert_eq!(found, vec![content_type, exclude_id]);
+            } else {
+                prop_assert_eq!(skeleton, plain);
+                prop_assert_eq!(found, vec![prefix.clone(), format!("{prefix}{}", char::MAX), content_type, exclude_id]);
+            }
+        }
+    }
 
     #[test]
     fn filter_values_are_escaped() {

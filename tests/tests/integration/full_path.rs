@@ -111,3 +111,38 @@ async fn upload_search_fetch_delete_and_reupload_through_the_real_path() {
     assert_eq!((replaced["width"].as_i64(), replaced["height"].as_i64()), (Some(10), Some(10)));
     assert!(!keys(&results).iter().any(|k| k.ends_with("broken.jpg")), "the corrupt upload is never indexed");
 }
+
+/// The hostile files uploaded to the running stack beside good photos: every good one is indexed,
+/// each hostile one is indexed or left out as `tests::hostile` says, and the ingest function is
+/// still alive afterwards (`cargo lambda watch` does not restart a dead function, so a photo
+/// uploaded last would never be indexed).
+#[tokio::test]
+#[ignore = "needs the local stack: bash scripts/test"]
+async fn hostile_uploads_through_the_real_path_cost_only_themselves() {
+    let stack = Stack::load();
+    let s3 = stack.s3().await;
+    let bucket = stack.get("STACK_BUCKET").to_string();
+    let api = Api::new(&stack);
+    let prefix = format!("{}/", unique("hostile"));
+    let files = tests::hostile::all(true);
+    put(&s3, &bucket, &format!("{prefix}good/first.jpg"), fixture_image("baseline.jpg"), "image/jpeg").await;
+    for file in &files {
+        put(&s3, &bucket, &format!("{prefix}{}", file.name), file.bytes.clone(), "application/octet-stream").await;
+    }
+    put(&s3, &bucket, &format!("{prefix}good/last.png"), fixture_image("rgba.png"), "image/png").await;
+
+    let mut expected: Vec<String> = files
+        .iter()
+        .filter(|f| f.expect == tests::hostile::Expect::Embedded)
+        .map(|f| format!("{prefix}{}", f.name))
+        .chain([format!("{prefix}good/first.jpg"), format!("{prefix}good/last.png")])
+        .collect();
+    expected.sort();
+    let results = api
+        .wait_until(&prefix, "the good photos and the valid hostile files indexed", |r| {
+            expected.iter().all(|k| keys(r).contains(k))
+        })
+        .await;
+    // The skipped ones were handled before the last photo (events arrive in order): never indexed.
+    assert_eq!(keys(&results), expected, "exactly the good photos and the valid hostile files");
+}
