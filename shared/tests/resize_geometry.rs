@@ -61,7 +61,7 @@ proptest! {
             None => {
                 // Refused only for a zero side or a long side past u32::MAX.
                 let (long, short) = (u64::from(w.max(h)), u64::from(w.min(h)));
-                let scaled = if short == 0 { 0 } else { u64::from(tw.max(th)) * long / short };
+                let scaled = (u64::from(tw.max(th)) * long).checked_div(short).unwrap_or(0);
                 prop_assert!(short == 0 || scaled > u64::from(u32::MAX) / 2, "{w}x{h} → {tw}x{th} refused");
             }
             Some((nw, nh)) => {

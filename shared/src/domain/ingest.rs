@@ -43,6 +43,10 @@ pub struct IngestReport {
     pub unchanged: Vec<String>,
     pub deleted: Vec<String>,
     pub skipped: Vec<NotIndexed>,
+    /// Skipped objects that overwrote an indexed image: their old record was removed, so search
+    /// never hands out a URL to content that is no longer that image.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unindexed: Vec<String>,
 }
 
 /// The event could not be processed completely. Lambda retries the event and, after its
@@ -87,8 +91,14 @@ fn refused_content_type(content_type: Option<&str>) -> Option<String> {
 /// (`Image/JPEG; q=1` → `image/jpeg`). `None` when it is not an image type (the sniffed format is used).
 fn stored_content_type(content_type: Option<&str>) -> Option<String> {
     let essence = content_type?.split(';').next()?.trim().to_ascii_lowercase();
-    essence.starts_with("image/").then_some(essence)
+    let (kind, subtype) = essence.split_once('/')?;
+    let token = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b));
+    (kind == "image" && token(subtype) && essence.len() <= MAX_CONTENT_TYPE_LEN).then_some(essence)
 }
+
+/// The longest content type stored (the collection's field holds 255 characters); a longer or
+/// malformed one is replaced by the type sniffed from the bytes.
+const MAX_CONTENT_TYPE_LEN: usize = 128;
 
 /// Objects of one batch downloaded at once: S3 latency, not bandwidth, bounds a single GET, and
 /// every fetched object is held in memory until the batch is embedded anyway.
@@ -160,6 +170,9 @@ impl Ingestor {
             .await;
         let mut fetched = Vec::new();
         let mut first_failure = None;
+        // Records of objects now skipped: the old image was overwritten (or is gone), so its
+        // record would hand out a URL to what is no longer that image.
+        let mut stale = Vec::new();
         for (id, bucket, key, known, got) in downloads {
             match got {
                 Ok(object) if known == Some(&object.etag) => {
@@ -167,12 +180,21 @@ impl Ingestor {
                     report.unchanged.push(key);
                 }
                 Ok(object) => match refused_content_type(object.content_type.as_deref()) {
-                    Some(reason) => skip(&mut report, key, reason),
-                    None => fetched.push((id, bucket, key, object)),
+                    Some(reason) => {
+                        if known.is_some() {
+                            stale.push((id, key.clone()));
+                        }
+                        skip(&mut report, key, reason)
+                    }
+                    None => fetched.push((id, bucket, key, known.is_some(), object)),
                 },
-                Err(e @ (StoreError::NotFound { .. } | StoreError::TooLarge { .. } | StoreError::Refused(_))) => {
+                Err(e @ (StoreError::NotFound { .. } | StoreError::TooLarge { .. })) => {
+                    if known.is_some() {
+                        stale.push((id, key.clone()));
+                    }
                     skip(&mut report, key, e.to_string())
                 }
+                Err(e @ StoreError::Refused(_)) => skip(&mut report, key, e.to_string()),
                 Err(e @ StoreError::Unavailable(_)) => {
                     tracing::error!(key = %key, error = %e, "S3 unavailable after retries");
                     first_failure.get_or_insert(IngestError::Store { key, source: e });
@@ -192,7 +214,7 @@ impl Ingestor {
             let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
             let mut records = Vec::new();
             let mut keys = Vec::new();
-            for ((id, bucket, key, object), result) in fetched.into_iter().zip(results) {
+            for ((id, bucket, key, was_indexed, object), result) in fetched.into_iter().zip(results) {
                 match result {
                     Ok(embedding) => {
                         records.push(ImageRecord {
@@ -211,12 +233,16 @@ impl Ingestor {
                         });
                         keys.push(key);
                     }
-                    Err(e @ ImageError::Panicked { .. }) => {
-                        // A bug, not a bad upload: logged at error level, and still only this image is lost.
-                        tracing::error!(key = %key, error = %e, "image preparation panicked");
+                    Err(e) => {
+                        if let ImageError::Panicked { .. } = e {
+                            // A bug, not a bad upload: logged at error level, and still only this image is lost.
+                            tracing::error!(key = %key, error = %e, "image preparation panicked");
+                        }
+                        if was_indexed {
+                            stale.push((id, key.clone()));
+                        }
                         skip(&mut report, key, e.to_string())
                     }
-                    Err(e) => skip(&mut report, key, e.to_string()),
                 }
             }
             if !records.is_empty() {
@@ -225,6 +251,14 @@ impl Ingestor {
                     tracing::info!(key = %key, "indexed");
                     report.indexed.push(key);
                 }
+            }
+        }
+        if !stale.is_empty() {
+            let ids: Vec<String> = stale.iter().map(|(id, _)| id.clone()).collect();
+            retry(&self.retry, "delete", || self.index.delete(&ids)).await?;
+            for (_, key) in stale {
+                tracing::warn!(key = %key, "the new object was skipped; its old record was removed from the index");
+                report.unindexed.push(key);
             }
         }
         match first_failure {
@@ -366,6 +400,37 @@ mod tests {
         assert_eq!(stored_content_type(Some("image/jpeg; charset=binary")).as_deref(), Some("image/jpeg"));
         assert_eq!(stored_content_type(Some("application/octet-stream")), None);
         assert_eq!(stored_content_type(None), None);
+        // Malformed or too long for the collection's field: the sniffed type is stored instead.
+        assert_eq!(stored_content_type(Some(&format!("image/{}", "x".repeat(300)))), None);
+        assert_eq!(stored_content_type(Some("image/")), None);
+        assert_eq!(stored_content_type(Some("image/png\"; x=\"")), None);
+        assert_eq!(stored_content_type(Some("image/png png")), None);
+        assert_eq!(stored_content_type(Some("image/svg+xml")).as_deref(), Some("image/svg+xml"));
+    }
+
+    #[tokio::test]
+    async fn an_overwrite_with_an_object_that_is_skipped_removes_the_old_record() {
+        let f = fixture();
+        for key in ["corrupt.png", "text.png", "huge.png", "gone.png", "fine.png"] {
+            f.store.put(key, b"img-old", "old", "image/png");
+        }
+        let keys = ["corrupt.png", "text.png", "huge.png", "gone.png", "fine.png"];
+        let report = f.ingestor.apply(keys.iter().map(|k| created(k, None)).collect()).await.unwrap();
+        assert_eq!(report.indexed.len(), 5);
+        f.store.put("corrupt.png", b"garbage", "new1", "image/png");
+        f.store.put("text.png", b"img but text", "new2", "text/plain");
+        f.store.put("huge.png", &[b'i'; 200], "new3", "image/png");
+        f.store.objects.lock().unwrap().remove("gone.png");
+        f.store.put("fine.png", b"img-new", "new5", "image/png");
+        let report = f.ingestor.apply(keys.iter().map(|k| created(k, None)).collect()).await.unwrap();
+        assert_eq!(report.indexed, vec!["fine.png"]);
+        let mut unindexed = report.unindexed.clone();
+        unindexed.sort();
+        assert_eq!(unindexed, vec!["corrupt.png", "gone.png", "huge.png", "text.png"]);
+        let ids: Vec<String> = keys.iter().map(|k| record_id("b", k)).collect();
+        let left = f.index.etags(&ids).await.unwrap();
+        assert_eq!(left.len(), 1, "only fine.png keeps a record: {left:?}");
+        assert_eq!(left.get(&record_id("b", "fine.png")).map(String::as_str), Some("new5"));
     }
 
     #[tokio::test]

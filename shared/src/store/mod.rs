@@ -40,7 +40,8 @@ pub struct PresignedUrl {
 pub enum StoreError {
     #[error("object s3://{bucket}/{key} does not exist")]
     NotFound { bucket: String, key: String },
-    #[error("object is {size} bytes, more than the limit of {max} (MAX_OBJECT_BYTES)")]
+    /// `size` is what the headers declared, or what was read before the limit was passed.
+    #[error("object is {size} bytes or more, over the limit of {max} (MAX_OBJECT_BYTES)")]
     TooLarge { size: u64, max: u64 },
     #[error("S3 is unavailable: {0}")]
     Unavailable(String),

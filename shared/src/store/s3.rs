@@ -88,20 +88,26 @@ impl ObjectStore for S3Store {
     async fn get(&self, bucket: &str, key: &str, max_bytes: u64) -> Result<StoredObject, StoreError> {
         let output =
             self.client.get_object().bucket(bucket).key(key).send().await.map_err(|e| classify(e, bucket, key))?;
-        let size = output.content_length().unwrap_or(0).max(0) as u64;
-        if size > max_bytes {
+        // The declared length refuses an oversized object before its body is read; the body is
+        // still read in chunks up to the limit, since a length can be missing or wrong.
+        let declared = output.content_length().and_then(|n| u64::try_from(n).ok());
+        if let Some(size) = declared.filter(|&size| size > max_bytes) {
             return Err(StoreError::TooLarge { size, max: max_bytes });
         }
         let etag = output.e_tag().map(normalize_etag).unwrap_or_default();
         let content_type = output.content_type().map(str::to_string);
         let last_modified_ms = output.last_modified().and_then(|t| t.to_millis().ok());
-        let bytes = output
-            .body
-            .collect()
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("reading the body failed: {e}")))?
-            .into_bytes()
-            .to_vec();
+        let mut body = output.body;
+        let mut bytes = Vec::with_capacity(usize::try_from(declared.unwrap_or(0)).unwrap_or(0));
+        while let Some(chunk) =
+            body.try_next().await.map_err(|e| StoreError::Unavailable(format!("reading the body failed: {e}")))?
+        {
+            let size = (bytes.len() as u64).saturating_add(chunk.len() as u64);
+            if size > max_bytes {
+                return Err(StoreError::TooLarge { size, max: max_bytes });
+            }
+            bytes.extend_from_slice(&chunk);
+        }
         Ok(StoredObject { size: bytes.len() as u64, bytes, etag, content_type, last_modified_ms })
     }
 

@@ -84,6 +84,25 @@ async fn a_removed_event_deletes_the_entity_and_a_reupload_replaces_it() {
     assert_eq!(index.count().await.unwrap(), 0);
 }
 
+/// Overwriting an indexed photo with a corrupt file removes its record: search must not hand out
+/// a URL to bytes that are no longer that photo.
+#[tokio::test]
+#[ignore = "needs the local stack: bash scripts/test"]
+async fn an_overwrite_with_a_corrupt_file_removes_the_old_record() {
+    let Sandbox { s3, bucket, index, .. } = Sandbox::new("ingest-overwrite", DIM).await;
+    let ingestor = ingestor(&s3, index.clone());
+    put(&s3, &bucket, "uploads/baseline.jpg", fixture_image("baseline.jpg"), "image/jpeg").await;
+    ingest(&ingestor, &s3_event("put-single.json", &bucket)).await.unwrap();
+    assert_eq!(index.count().await.unwrap(), 1);
+
+    put(&s3, &bucket, "uploads/baseline.jpg", bad_input("truncated.jpg"), "image/jpeg").await;
+    let report = ingest(&ingestor, &s3_event("put-single.json", &bucket)).await.unwrap();
+    assert_eq!(report.skipped.len(), 1, "{report:?}");
+    assert_eq!(report.unindexed, vec!["uploads/baseline.jpg"]);
+    assert!(index.etags(&[record_id(&bucket, "uploads/baseline.jpg")]).await.unwrap().is_empty());
+    assert_eq!(index.count().await.unwrap(), 0);
+}
+
 #[tokio::test]
 #[ignore = "needs the local stack: bash scripts/test"]
 async fn url_encoded_keys_are_decoded_to_the_real_object_keys() {
@@ -168,4 +187,37 @@ async fn containers_starting_together_all_get_the_same_new_collection() {
     for count in counts {
         assert_eq!(count.expect("every racer sees a usable collection"), 0);
     }
+}
+
+/// A server that sends no Content-Length (or a wrong one) cannot make ingest read an unbounded
+/// body: `S3Store::get` stops at `MAX_OBJECT_BYTES` + 1 whatever the headers say. The server is a
+/// plain HTTP endpoint answering every GET with a chunked body of 1 MiB, in front of the real SDK.
+#[tokio::test]
+async fn a_body_without_a_length_is_read_only_up_to_the_limit() {
+    use shared::store::{ObjectStore, StoreError};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let app = axum::Router::new().fallback(|| async {
+        let chunks = futures::stream::iter((0..256).map(|_| Ok::<_, std::io::Error>(vec![7u8; 4096])));
+        axum::response::Response::builder()
+            .header("content-type", "image/png")
+            .header("etag", "\"e\"")
+            .body(axum::body::Body::from_stream(chunks))
+            .unwrap()
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let credentials = aws_sdk_s3::config::Credentials::new("k", "s", None, None, "test");
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(credentials)
+        .endpoint_url(format!("http://{address}"))
+        .load()
+        .await;
+    let store = shared::store::S3Store::from_sdk_config(&sdk, &shared::config::S3Config { force_path_style: true });
+    match store.get("bucket", "key", 100_000).await {
+        Err(StoreError::TooLarge { size, max: 100_000 }) => assert!(size <= 100_000 + 64 * 1024, "read {size} bytes"),
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    let whole = store.get("bucket", "key", 1 << 20).await.expect("a body within the limit is read");
+    assert_eq!(whole.bytes.len(), 1 << 20);
 }
