@@ -194,9 +194,9 @@ impl Ingestor {
                     }
                     skip(&mut report, key, e.to_string())
                 }
-                Err(e @ StoreError::Refused(_)) => skip(&mut report, key, e.to_string()),
-                Err(e @ StoreError::Unavailable(_)) => {
-                    tracing::error!(key = %key, error = %e, "S3 unavailable after retries");
+                Err(e @ (StoreError::Unavailable(_) | StoreError::Refused(_))) => {
+                    // Not the object's fault: the event must fail so that it is retried or kept.
+                    tracing::error!(key = %key, error = %e, "S3 failed");
                     first_failure.get_or_insert(IngestError::Store { key, source: e });
                 }
             }
@@ -317,6 +317,8 @@ mod tests {
         most_in_flight: AtomicUsize,
         /// Keys whose GET takes four times as long.
         slow: Mutex<Vec<String>>,
+        /// Keys whose GET is denied (a policy mistake).
+        denied: Mutex<Vec<String>>,
     }
     impl FakeStore {
         fn put(&self, key: &str, bytes: &[u8], etag: &str, content_type: &str) {
@@ -342,6 +344,9 @@ mod tests {
             if let Some(left @ 1..) = self.unavailable.lock().unwrap().get_mut(key) {
                 *left -= 1;
                 return Err(StoreError::Unavailable("503 SlowDown".into()));
+            }
+            if self.denied.lock().unwrap().iter().any(|k| k == key) {
+                return Err(StoreError::Refused("AccessDenied (HTTP 403): Access Denied".into()));
             }
             let object = self.objects.lock().unwrap().get(key).cloned();
             let object = object.ok_or(StoreError::NotFound { bucket: bucket.into(), key: key.into() })?;
@@ -520,5 +525,18 @@ mod tests {
         *f.index.failures_left.lock().unwrap() = 10;
         let err = f.ingestor.apply(vec![created("a.png", None)]).await.unwrap_err();
         assert!(matches!(err, IngestError::Index(IndexError::Unavailable(_))), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_denied_get_fails_the_event_for_a_fix_instead_of_skipping_the_object() {
+        let f = fixture();
+        f.store.put("a.png", b"img-a", "e1", "image/png");
+        f.store.put("b.png", b"img-b", "e2", "image/png");
+        f.store.denied.lock().unwrap().push("a.png".into());
+        let err = f.ingestor.apply(vec![created("a.png", None), created("b.png", None)]).await.unwrap_err();
+        assert!(matches!(err, IngestError::Store { ref key, .. } if key == "a.png"), "{err}");
+        assert!(!err.is_retryable(), "a denied request needs a fix; the event waits in the failure queue");
+        assert_eq!(f.store.gets.load(Ordering::SeqCst), 2, "a denial is not retried");
+        assert!(f.index.records.lock().unwrap().contains_key(&record_id("b", "b.png")), "b.png was still indexed");
     }
 }

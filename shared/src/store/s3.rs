@@ -153,24 +153,88 @@ where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
     match &err {
-        SdkError::ServiceError(service) => {
-            let status = service.raw().status().as_u16();
-            let code = service.err().code().unwrap_or("Unknown");
-            let message = format!("{code} (HTTP {status}): {}", service.err().message().unwrap_or("no message"));
-            if code == "NoSuchKey" || code == "NotFound" || status == 404 {
-                StoreError::NotFound { bucket: bucket.into(), key: key.into() }
-            } else if status >= 500
-                || status == 429
-                || matches!(code, "SlowDown" | "Throttling" | "RequestTimeout" | "InternalError")
-            {
-                StoreError::Unavailable(message)
-            } else {
-                StoreError::Refused(message)
-            }
-        }
+        SdkError::ServiceError(service) => classify_response(
+            service.raw().status().as_u16(),
+            service.err().code().unwrap_or("Unknown"),
+            service.err().message().unwrap_or("no message"),
+            bucket,
+            key,
+        ),
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
             StoreError::Unavailable(describe(&err))
         }
         _ => StoreError::Refused(describe(&err)),
+    }
+}
+
+/// S3's answer, by what a later attempt can do about it:
+/// - a missing object (404; the functions hold `s3:ListBucket`, so S3 says 404 and not 403) is
+///   `NotFound`, a skip;
+/// - throttling, server errors, expired or not-yet-refreshed credentials, a skewed clock and KMS
+///   errors pass with time: `Unavailable`, retried, then the invocation fails and Lambda retries;
+/// - anything else (a denied policy, a bad request) needs a fix: `Refused`, which fails the
+///   invocation too, so the event waits in the failure queue instead of being dropped.
+fn classify_response(status: u16, code: &str, message: &str, bucket: &str, key: &str) -> StoreError {
+    let text = format!("{code} (HTTP {status}): {message}");
+    let passes_with_time = status >= 500
+        || status == 429
+        || matches!(
+            code,
+            "SlowDown"
+                | "Throttling"
+                | "ThrottlingException"
+                | "RequestTimeout"
+                | "InternalError"
+                | "ServiceUnavailable"
+                | "ExpiredToken"
+                | "ExpiredTokenException"
+                | "TokenRefreshRequired"
+                | "RequestExpired"
+                | "RequestTimeTooSkewed"
+        )
+        || code.starts_with("KMS.")
+        || (code == "AccessDenied" && message.to_ascii_lowercase().contains("kms"));
+    if code == "NoSuchKey" || code == "NotFound" || status == 404 {
+        StoreError::NotFound { bucket: bucket.into(), key: key.into() }
+    } else if passes_with_time {
+        StoreError::Unavailable(text)
+    } else {
+        StoreError::Refused(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn class(status: u16, code: &str, message: &str) -> &'static str {
+        match classify_response(status, code, message, "b", "k") {
+            StoreError::NotFound { .. } => "skip",
+            StoreError::Unavailable(_) => "retry",
+            StoreError::Refused(_) => "fail",
+            StoreError::TooLarge { .. } => "too large",
+        }
+    }
+
+    #[test]
+    fn only_a_missing_object_is_a_skip_and_what_passes_with_time_is_retried() {
+        assert_eq!(class(404, "NoSuchKey", "The specified key does not exist."), "skip");
+        for (status, code, message) in [
+            (503, "SlowDown", "Please reduce your request rate."),
+            (500, "InternalError", "We encountered an internal error."),
+            (400, "ExpiredToken", "The provided token has expired."),
+            (400, "TokenRefreshRequired", "The provided token must be refreshed."),
+            (
+                403,
+                "RequestTimeTooSkewed",
+                "The difference between the request time and the server's time is too large.",
+            ),
+            (400, "KMS.ThrottlingException", "Rate exceeded"),
+            (403, "AccessDenied", "User is not authorized to perform: kms:Decrypt"),
+        ] {
+            assert_eq!(class(status, code, message), "retry", "{code}");
+        }
+        assert_eq!(class(403, "AccessDenied", "Access Denied"), "fail", "a policy mistake needs a fix");
+        assert_eq!(class(400, "InvalidArgument", "bad"), "fail");
     }
 }
