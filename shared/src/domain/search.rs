@@ -20,6 +20,13 @@ pub const DEFAULT_K: usize = 10;
 pub const MAX_K: usize = 100;
 pub const MAX_QUERY_CHARS: usize = 1000;
 pub const MAX_KEY_BYTES: usize = 1024;
+/// With `dedup`, only the best this many matches are read and collapsed: each carries its vector
+/// (2 KB at 512 dimensions), and collapsing is quadratic in the window.
+pub const MAX_DEDUP_WINDOW: usize = 2_048;
+/// Hits per index request while reading the dedup window: with vectors and keys of up to 1 KB a
+/// response stays under 2 MB, within gRPC's 4 MiB default message limit.
+const DEDUP_FETCH: usize = 512;
+
 /// Two images at least this similar count as duplicates when `dedup` is on.
 pub const DEDUP_MIN_COSINE: f32 = 0.98;
 
@@ -179,7 +186,8 @@ impl Searcher {
     }
 
     /// With dedup, a page counts collapsed results, so the ranking is read from the top in a
-    /// growing window until it holds this page and one more result (or runs out).
+    /// growing window until it holds this page and one more result (or runs out). The window
+    /// stops at [`MAX_DEDUP_WINDOW`] hits, read in requests of [`DEDUP_FETCH`] hits.
     async fn deduplicated_page(
         &self,
         vector: &[f32],
@@ -187,18 +195,28 @@ impl Searcher {
         request: &SearchRequest,
     ) -> Result<(Vec<Ranked>, bool), SearchError> {
         let wanted = request.offset + request.k + 1;
-        let mut window = (4 * wanted).clamp(64, MAX_RESULT_WINDOW);
+        let mut window = (4 * wanted).clamp(64, MAX_DEDUP_WINDOW);
+        let mut hits: Vec<ImageHit> = Vec::new();
         loop {
-            let query = SearchQuery { vector, filter, offset: 0, limit: window, with_vectors: true };
-            let hits = self.index.search(&query).await?;
-            let exhausted = hits.len() < window || window == MAX_RESULT_WINDOW;
-            let groups = collapse_duplicates(above(hits, request.min_score));
+            let mut exhausted = false;
+            while hits.len() < window {
+                let limit = DEDUP_FETCH.min(window - hits.len());
+                let query = SearchQuery { vector, filter, offset: hits.len(), limit, with_vectors: true };
+                let chunk = self.index.search(&query).await?;
+                exhausted = chunk.len() < limit;
+                hits.extend(chunk);
+                if exhausted {
+                    break;
+                }
+            }
+            let exhausted = exhausted || window == MAX_DEDUP_WINDOW;
+            let groups = collapse_duplicates(above(hits.clone(), request.min_score));
             if groups.len() >= wanted || exhausted {
                 let has_more = groups.len() > request.offset + request.k;
                 let page = groups.into_iter().skip(request.offset).take(request.k).collect();
                 return Ok((page, has_more));
             }
-            window = (window * 4).min(MAX_RESULT_WINDOW);
+            window = (window * 4).min(MAX_DEDUP_WINDOW);
         }
     }
 

@@ -19,7 +19,7 @@ use std::result::Result;
 use tokio::sync::OnceCell;
 use tonic::Code;
 
-use super::{IndexError, IndexedObject, SearchQuery, VectorIndex, MAX_RESULT_WINDOW};
+use super::{IndexError, IndexedObject, SearchQuery, VectorIndex};
 use crate::config::MilvusConfig;
 use crate::domain::record::{ImageHit, ImageRecord, SearchFilter};
 
@@ -253,6 +253,11 @@ fn filter_expression(filter: &SearchFilter) -> String {
     parts.join(" and ")
 }
 
+/// Rows of one listing query. A row is at most ~1.2 KB (a 64-byte id, a key of up to 1,024 bytes,
+/// an ETag), so a page stays under 2.5 MB, within gRPC's 4 MiB default message limit, which
+/// the SDK keeps. Larger listings split into id-prefix shards.
+const LIST_PAGE_ROWS: usize = 2_048;
+
 #[async_trait::async_trait]
 impl VectorIndex for MilvusIndex {
     async fn upsert(&self, records: &[ImageRecord]) -> Result<(), IndexError> {
@@ -379,13 +384,13 @@ impl VectorIndex for MilvusIndex {
                 .collection_name(self.collection.as_str())
                 .filter(filter)
                 .output_fields(["id", "key", "etag"])
-                .limit(MAX_RESULT_WINDOW as i64)
+                .limit(LIST_PAGE_ROWS as i64)
                 .consistency_level(ConsistencyLevel::Strong)
                 .build()
                 .map_err(classify)?;
             let response = client.query(request).await.map_err(classify)?;
             let rows = response.results().rows().map_err(classify)?;
-            if rows.len() >= MAX_RESULT_WINDOW && shard.len() < 64 {
+            if rows.len() >= LIST_PAGE_ROWS && shard.len() < 64 {
                 shards.extend("0123456789abcdef".chars().map(|c| format!("{shard}{c}")));
                 continue;
             }

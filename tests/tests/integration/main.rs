@@ -32,6 +32,7 @@ mod fuzz_regressions;
 mod hostile;
 mod image_parity;
 mod ingest_handler;
+mod limits;
 mod model_bundle;
 mod openapi;
 mod ranking;
