@@ -115,6 +115,20 @@ pub struct Ingestor {
 impl Ingestor {
     /// Applies changes; for several changes of one object, the last wins.
     pub async fn apply(&self, changes: Vec<ObjectChange>) -> Result<IngestReport, IngestError> {
+        self.apply_with(changes, &self.retry).await
+    }
+
+    /// Like [`Ingestor::apply`], but no retry starts after `deadline` (the invocation's deadline
+    /// less a reserve): a retry budget from the time left, not only a count.
+    pub async fn apply_before(
+        &self,
+        changes: Vec<ObjectChange>,
+        deadline: tokio::time::Instant,
+    ) -> Result<IngestReport, IngestError> {
+        self.apply_with(changes, &self.retry.until(deadline)).await
+    }
+
+    async fn apply_with(&self, changes: Vec<ObjectChange>, policy: &RetryPolicy) -> Result<IngestReport, IngestError> {
         let mut last: HashMap<String, ObjectChange> = HashMap::new();
         let mut order = Vec::new();
         for change in changes {
@@ -136,7 +150,7 @@ impl Ingestor {
 
         if !removed.is_empty() {
             let ids: Vec<String> = removed.iter().map(|(id, _)| id.clone()).collect();
-            retry(&self.retry, "delete", || self.index.delete(&ids)).await?;
+            retry(policy, "delete", || self.index.delete(&ids)).await?;
             for (_, key) in removed {
                 tracing::info!(key = %key, "deleted from the index");
                 report.deleted.push(key);
@@ -147,7 +161,7 @@ impl Ingestor {
         }
 
         let ids: Vec<String> = created.iter().map(|(id, ..)| id.clone()).collect();
-        let indexed = retry(&self.retry, "etag lookup", || self.index.etags(&ids)).await?;
+        let indexed = retry(policy, "etag lookup", || self.index.etags(&ids)).await?;
         let mut to_fetch = Vec::new();
         for (id, bucket, key, event_etag) in created {
             let known = indexed.get(&id);
@@ -162,7 +176,7 @@ impl Ingestor {
         let max = self.config.max_object_bytes;
         let downloads: Vec<_> = stream::iter(to_fetch)
             .map(|(id, bucket, key, known)| async move {
-                let got = retry(&self.retry, "get object", || self.store.get(&bucket, &key, max)).await;
+                let got = retry(policy, "get object", || self.store.get(&bucket, &key, max)).await;
                 (id, bucket, key, known, got)
             })
             .buffered(CONCURRENT_GETS)
@@ -246,7 +260,7 @@ impl Ingestor {
                 }
             }
             if !records.is_empty() {
-                retry(&self.retry, "upsert", || self.index.upsert(&records)).await?;
+                retry(policy, "upsert", || self.index.upsert(&records)).await?;
                 for key in keys {
                     tracing::info!(key = %key, "indexed");
                     report.indexed.push(key);
@@ -255,7 +269,7 @@ impl Ingestor {
         }
         if !stale.is_empty() {
             let ids: Vec<String> = stale.iter().map(|(id, _)| id.clone()).collect();
-            retry(&self.retry, "delete", || self.index.delete(&ids)).await?;
+            retry(policy, "delete", || self.index.delete(&ids)).await?;
             for (_, key) in stale {
                 tracing::warn!(key = %key, "the new object was skipped; its old record was removed from the index");
                 report.unindexed.push(key);
@@ -390,6 +404,7 @@ mod tests {
                 attempts: 3,
                 first_delay: Duration::from_millis(1),
                 max_delay: Duration::from_millis(1),
+                deadline: None,
             },
         };
         Fixture { ingestor, store, index, embedder }

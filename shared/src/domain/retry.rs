@@ -4,6 +4,8 @@
 use std::future::Future;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 /// Errors that say whether trying again may help.
 pub trait Transient {
     fn is_transient(&self) -> bool;
@@ -15,6 +17,9 @@ pub struct RetryPolicy {
     pub attempts: u32,
     pub first_delay: Duration,
     pub max_delay: Duration,
+    /// No retry is started after this (the invocation's deadline less a reserve); the error is
+    /// returned instead, so the invocation fails while it still can and Lambda retries the event.
+    pub deadline: Option<Instant>,
 }
 
 impl RetryPolicy {
@@ -23,7 +28,17 @@ impl RetryPolicy {
             attempts: attempts.max(1),
             first_delay: Duration::from_millis(200),
             max_delay: Duration::from_secs(5),
+            deadline: None,
         }
+    }
+
+    /// The same policy, with no retry started after `deadline`.
+    pub fn until(self, deadline: Instant) -> Self {
+        RetryPolicy { deadline: Some(deadline), ..self }
+    }
+
+    fn has_time_for(&self, delay: Duration) -> bool {
+        self.deadline.is_none_or(|deadline| Instant::now() + delay < deadline)
     }
 
     fn delay(&self, attempt: u32) -> Duration {
@@ -41,7 +56,9 @@ where
     let mut attempt = 0;
     loop {
         match op().await {
-            Err(e) if e.is_transient() && attempt + 1 < policy.attempts => {
+            Err(e)
+                if e.is_transient() && attempt + 1 < policy.attempts && policy.has_time_for(policy.delay(attempt)) =>
+            {
                 let delay = policy.delay(attempt);
                 tracing::warn!(operation = what, attempt = attempt + 1, error = %e, retry_in_ms = delay.as_millis() as u64, "transient failure, retrying");
                 tokio::time::sleep(delay).await;
@@ -71,7 +88,12 @@ mod tests {
     }
 
     fn quick(attempts: u32) -> RetryPolicy {
-        RetryPolicy { attempts, first_delay: Duration::from_millis(1), max_delay: Duration::from_millis(2) }
+        RetryPolicy {
+            attempts,
+            first_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(2),
+            deadline: None,
+        }
     }
 
     #[tokio::test]
@@ -115,5 +137,26 @@ mod tests {
         assert_eq!(p.delay(0), Duration::from_millis(200));
         assert_eq!(p.delay(1), Duration::from_millis(400));
         assert_eq!(p.delay(10), Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn no_retry_starts_after_the_deadline() {
+        let calls = AtomicU32::new(0);
+        let policy = RetryPolicy {
+            attempts: 1_000,
+            first_delay: Duration::from_millis(20),
+            max_delay: Duration::from_millis(20),
+            deadline: Some(Instant::now() + Duration::from_millis(100)),
+        };
+        let started = Instant::now();
+        let result: Result<u32, Flaky> = retry(&policy, "op", || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err(Flaky(true))
+        })
+        .await;
+        assert!(result.is_err());
+        let calls = calls.load(Ordering::SeqCst);
+        assert!((2..=6).contains(&calls), "about 100 ms / 20 ms attempts, not 1,000: {calls}");
+        assert!(started.elapsed() < Duration::from_millis(150), "{:?}", started.elapsed());
     }
 }

@@ -1,13 +1,37 @@
 //! S3 event notifications: records to object changes, keys decoded as S3 encodes them.
 
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
 use aws_lambda_events::s3::S3Event;
 use percent_encoding::percent_decode_str;
 
 use crate::domain::ingest::{IngestError, IngestReport, Ingestor, ObjectChange};
 
-/// The ingest function's work: every record of the event, applied in one batch.
+/// Every record of the event, applied in one batch.
 pub async fn ingest(ingestor: &Ingestor, event: &S3Event) -> Result<IngestReport, IngestError> {
     ingestor.apply(changes_from_event(event)).await
+}
+
+/// Time kept back from the invocation's deadline: one last S3 or Milvus call (their timeouts are
+/// 10 s by default) and the report must fit after the last retry starts.
+pub const DEADLINE_RESERVE: Duration = Duration::from_secs(15);
+
+/// The ingest function's work: [`ingest`], with no retry started later than
+/// [`DEADLINE_RESERVE`] before the invocation's deadline, so a long outage fails the invocation
+/// (and Lambda retries the event) instead of running into the timeout.
+pub async fn ingest_within(
+    ingestor: &Ingestor,
+    event: &S3Event,
+    context: &lambda_runtime::Context,
+) -> Result<IngestReport, IngestError> {
+    ingestor.apply_before(changes_from_event(event), retry_deadline(context.deadline, SystemTime::now())).await
+}
+
+/// The last moment to start a retry, from Lambda's deadline (milliseconds since the epoch).
+fn retry_deadline(deadline_ms: u64, now: SystemTime) -> tokio::time::Instant {
+    let now_ms = now.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    let left = Duration::from_millis(deadline_ms.saturating_sub(now_ms));
+    tokio::time::Instant::now() + left.saturating_sub(DEADLINE_RESERVE)
 }
 
 /// How a failed event reaches Lambda: the error type says whether a retry can help
@@ -49,6 +73,19 @@ pub fn changes_from_event(event: &S3Event) -> Vec<ObjectChange> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retries_stop_a_reserve_before_the_invocation_deadline() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_000);
+        let before = tokio::time::Instant::now();
+        let deadline = retry_deadline(1_000_000 + 120_000, now);
+        let after = tokio::time::Instant::now();
+        // 120 s left, 15 s kept back: retries may start for 105 s.
+        assert!(deadline >= before + Duration::from_secs(105) && deadline <= after + Duration::from_secs(105));
+        // Past or too close to the deadline: no time for a retry at all.
+        assert!(retry_deadline(1_000_000 + 5_000, now) <= tokio::time::Instant::now());
+        assert!(retry_deadline(0, now) <= tokio::time::Instant::now());
+    }
 
     #[test]
     fn keys_are_decoded_the_way_s3_encodes_them() {
