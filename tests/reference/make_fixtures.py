@@ -104,6 +104,9 @@ def main() -> None:
     imagenet(8).resize((256, 256), Image.Resampling.LANCZOS).save(images / "photo.tiff", compression="tiff_lzw")
     hubble.resize((2000, int(872 * 2000 / 1000)), Image.Resampling.LANCZOS).crop((0, 600, 2000, 900)).save(images / "wide-2000x300.jpg", quality=85)
     coffee.transpose(Image.Transpose.ROTATE_90).resize((300, 2000), Image.Resampling.LANCZOS).save(images / "tall-300x2000.jpg", quality=85)
+    # Panoramas of 75:1, far past any camera's: resizing keeps only the crop window's pixels (issue 11).
+    hubble.resize((3000, 2616), Image.Resampling.LANCZOS).crop((0, 1300, 3000, 1340)).save(images / "panorama-3000x40.png")
+    hubble.resize((3440, 3000), Image.Resampling.LANCZOS).crop((1700, 0, 1740, 3000)).save(images / "panorama-40x3000.png")
     chelsea.resize((10, 10), Image.Resampling.LANCZOS).save(images / "tiny-10x10.png")
 
     baseline = (images / "baseline.jpg").read_bytes()
