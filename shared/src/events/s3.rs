@@ -24,7 +24,19 @@ pub async fn ingest_within(
     event: &S3Event,
     context: &lambda_runtime::Context,
 ) -> Result<IngestReport, IngestError> {
-    ingestor.apply_before(changes_from_event(event), retry_deadline(context.deadline, SystemTime::now())).await
+    let result =
+        ingestor.apply_before(changes_from_event(event), retry_deadline(context.deadline, SystemTime::now())).await;
+    // Skips and failures as CloudWatch metrics, which the template's alarms watch.
+    let (skipped, failed) = match &result {
+        Ok(report) => (report.skipped.len() as u64, 0),
+        Err(_) => (0, 1),
+    };
+    let indexed = result.as_ref().map(|r| r.indexed.len() as u64).unwrap_or(0);
+    super::metrics::emit(
+        "ingest",
+        &[("ObjectsIndexed", indexed), ("ObjectsSkipped", skipped), ("IngestFailures", failed)],
+    );
+    result
 }
 
 /// The last moment to start a retry, from Lambda's deadline (milliseconds since the epoch).
