@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use shared::domain::ingest::ObjectChange;
 use shared::embedder::bundle::{Interpolation, PreprocessConfig, ResizeMode};
-use shared::embedder::decode::{decode_rgb_reduced, exif_orientation, sniff_format, DecodeLimits};
+use shared::embedder::decode::{
+    decode_rgb_reduced, exif_orientation, peak_bytes, peak_bytes_of, sniff_format, DecodeLimits,
+};
 use shared::embedder::preprocess::Preprocessor;
 use shared::events::{changes_from_event, decode_s3_key, S3Event};
 use shared::http::{parse_search_request, SearchInput};
@@ -25,6 +27,9 @@ pub fn decode_image(data: &[u8]) {
         Some((_, rest)) => (None, rest),
         None => (None, data),
     };
+    // The estimate the decode budget reserves reads the header too (another parser for JPEG).
+    let reserved = peak_bytes_of(bytes, FUZZ_MAX_PIXELS);
+    assert!(reserved <= peak_bytes(FUZZ_MAX_PIXELS, bytes.len()), "the reservation passes the cap's bound");
     let Ok(decoded) = decode_rgb_reduced(bytes, &limits, min_side) else { return };
     let (w, h) = decoded.rgb.dimensions();
     assert!(w > 0 && h > 0, "decoded an empty image");

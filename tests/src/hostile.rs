@@ -95,7 +95,7 @@ pub fn all(big: bool) -> Vec<Hostile> {
     if big {
         files.push(Hostile {
             name: "jpeg-cmyk-progressive-100MP.jpg",
-            bytes: jpeg_cmyk_progressive(10_000, 10_000),
+            bytes: cmyk_progressive_100mp().to_vec(),
             expect: Expect::Embedded,
         });
     }
@@ -305,6 +305,12 @@ fn jpeg_many_scans(scans: usize) -> Vec<u8> {
     }
     out.extend(b"\xFF\xD9");
     out
+}
+
+/// The 10,000 × 10,000 CMYK progressive JPEG, made once per test process (about 10 s).
+pub fn cmyk_progressive_100mp() -> &'static [u8] {
+    static JPEG: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    JPEG.get_or_init(|| jpeg_cmyk_progressive(10_000, 10_000))
 }
 
 /// A CMYK progressive JPEG: libjpeg keeps 8 bytes of coefficients per pixel for it, the most of any JPEG.

@@ -146,14 +146,15 @@ impl ClipImageEncoder {
     /// the other images of its event or batch; the header checks keep allocation failures (which
     /// abort, and cannot be caught) out of reach.
     pub fn prepare(&self, bytes: &[u8]) -> Result<PreparedImage, ImageError> {
-        let _reserved = self.budget.reserve(peak_bytes_of(bytes, self.limits.max_pixels));
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.prepare_unchecked(bytes))).unwrap_or_else(
-            |payload| {
-                let message =
-                    super::decode::panic_message(&*payload).unwrap_or("a panic without a message").to_string();
-                Err(ImageError::Panicked { message })
-            },
-        )
+        // The header is read for the reservation inside the guard too: a decoder may panic on it.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _reserved = self.budget.reserve(peak_bytes_of(bytes, self.limits.max_pixels));
+            self.prepare_unchecked(bytes)
+        }))
+        .unwrap_or_else(|payload| {
+            let message = super::decode::panic_message(&*payload).unwrap_or("a panic without a message").to_string();
+            Err(ImageError::Panicked { message })
+        })
     }
 
     fn prepare_unchecked(&self, bytes: &[u8]) -> Result<PreparedImage, ImageError> {

@@ -35,11 +35,11 @@ pub fn decode(
     // libjpeg reports fatal errors by unwinding out of the C code (see `error_exit`); the
     // decompressor is destroyed by `Drop` while the panic unwinds.
     catch_unwind(AssertUnwindSafe(|| decode_unchecked(bytes, limits, min_short_side))).unwrap_or_else(|payload| {
+        if payload.is::<DeadlinePassed>() {
+            return Err(ImageError::DeadlineExceeded { format: FORMAT, millis: limits.deadline_millis() });
+        }
         let message = panic_message(&*payload).unwrap_or("libjpeg failed").to_string();
-        Err(match message.strip_prefix(DEADLINE_PREFIX) {
-            Some(_) => ImageError::DeadlineExceeded { format: FORMAT, millis: limits.deadline_millis() },
-            None => ImageError::Corrupt { format: FORMAT, message },
-        })
+        Err(ImageError::Corrupt { format: FORMAT, message })
     })
 }
 
@@ -168,7 +168,8 @@ impl Drop for Decompressor {
     }
 }
 
-const DEADLINE_PREFIX: &str = "deadline: ";
+/// What the progress monitor unwinds with when time is up (other stops carry their message).
+struct DeadlinePassed;
 
 /// Called by libjpeg for every row of coefficients it absorbs and every scan it starts.
 extern "C-unwind" fn progress_monitor(cinfo: &mut jpeg_common_struct) {
@@ -183,7 +184,7 @@ extern "C-unwind" fn progress_monitor(cinfo: &mut jpeg_common_struct) {
         )));
     }
     if Instant::now() > monitor.deadline {
-        std::panic::resume_unwind(Box::new(format!("{DEADLINE_PREFIX}decoding ran out of time")));
+        std::panic::resume_unwind(Box::new(DeadlinePassed));
     }
 }
 
