@@ -84,6 +84,7 @@ pub async fn search(
                     width: 4032,
                     height: 3024,
                     indexed_at_ms: 0,
+                    sequencer: None,
                     vector: random_unit(i as u64, dim),
                 }
             })
@@ -203,6 +204,7 @@ pub async fn ingest(model: &ModelBundle, threads: usize, files: &[String], stack
             width: decoded.width as i64,
             height: decoded.height as i64,
             indexed_at_ms: 0,
+            sequencer: None,
             vector,
         };
         let start = Instant::now();
@@ -221,7 +223,7 @@ pub async fn ingest(model: &ModelBundle, threads: usize, files: &[String], stack
     };
     let mut whole = Vec::new();
     for key in &keys {
-        let change = ObjectChange::Created { bucket: bucket.clone(), key: key.clone(), etag: None };
+        let change = ObjectChange::Created { bucket: bucket.clone(), key: key.clone(), etag: None, sequencer: None };
         let start = Instant::now();
         let report = ingestor.apply(vec![change]).await.expect("ingest");
         whole.push(ms(start));

@@ -5,7 +5,10 @@
 //! The ingest function must not know the difference, so the record carries every field
 //! `aws_lambda_events` requires and the key is encoded the way S3 encodes it.
 
+pub mod delivery;
+
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
@@ -71,7 +74,17 @@ fn etag(entry: &Value) -> String {
     entry.get("attributes").and_then(|a| a.get("md5")).and_then(b64).map(hex::encode).unwrap_or_default()
 }
 
-static SEQUENCE: AtomicU64 = AtomicU64::new(1);
+/// The sequencer of the next event: nanoseconds since the epoch when the bridge received it,
+/// raised where needed to stay increasing. Events are ordered as they arrive, and a restarted
+/// bridge keeps counting upwards (a counter from 1 would make every new event look older than
+/// what ingest already stored, and be ignored).
+fn next_sequencer() -> String {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    let previous = LAST.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| Some(now.max(last + 1)));
+    let previous = previous.unwrap_or_else(|last| last);
+    format!("{:016X}", now.max(previous + 1))
+}
 
 /// An S3 event with one record, as AWS delivers it to Lambda.
 pub fn s3_event(change: &Change, region: &str) -> Value {
@@ -79,7 +92,7 @@ pub fn s3_event(change: &Change, region: &str) -> Value {
         Change::Created { bucket, key, mtime, .. } => ("ObjectCreated:Put", bucket, key, *mtime),
         Change::Removed { bucket, key, mtime } => ("ObjectRemoved:Delete", bucket, key, *mtime),
     };
-    let sequencer = format!("{:016X}", SEQUENCE.fetch_add(1, Ordering::Relaxed));
+    let sequencer = next_sequencer();
     let mut object = json!({"key": encode_s3_key(key), "sequencer": sequencer});
     if let Change::Created { size, etag, .. } = change {
         object["size"] = json!(size);
@@ -145,6 +158,17 @@ mod tests {
         let deleted = json!({"event_type": "delete", "key": "/buckets/photos/x.png", "message": {"old_entry": {"attributes": {}}}});
         let change = change_from_webhook(&deleted).unwrap();
         assert_eq!(s3_event(&change, "us-east-1")["Records"][0]["eventName"], "ObjectRemoved:Delete");
+    }
+
+    #[test]
+    fn sequencers_increase_and_start_from_the_clock() {
+        let first = next_sequencer();
+        let second = next_sequencer();
+        assert!(second > first, "{first} < {second}");
+        assert_eq!(first.len(), 16);
+        let clock = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64;
+        let value = u64::from_str_radix(&second, 16).unwrap();
+        assert!(value <= clock && clock - value < 60_000_000_000, "a restarted bridge continues above earlier events");
     }
 
     #[test]

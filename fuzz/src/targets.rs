@@ -98,7 +98,7 @@ pub fn webhook(data: &[u8]) {
         bridge::Change::Created { bucket, key, .. } | bridge::Change::Removed { bucket, key, .. } => (bucket, key),
     };
     match changes_from_event(&event).as_slice() {
-        [ObjectChange::Created { bucket: b, key: k, .. }] | [ObjectChange::Removed { bucket: b, key: k }] => {
+        [ObjectChange::Created { bucket: b, key: k, .. }] | [ObjectChange::Removed { bucket: b, key: k, .. }] => {
             assert_eq!((b, k), (bucket, key), "the key changed on its way through the bridge");
         }
         other => panic!("one webhook must give one change, got {other:?}"),

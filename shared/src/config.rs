@@ -27,6 +27,9 @@ pub struct Config {
     pub model_dir: PathBuf,
     /// Where a model bundle too large for the deployment package is fetched from at init (`s3://bucket/prefix`).
     pub model_s3_uri: Option<String>,
+    /// The model's name as recorded in the collection: `MODEL_NAME`, else the last part of
+    /// `MODEL_S3_URI`, else the bundle folder's name (`ViT-B-32__openai` in all three for immich's bundles).
+    pub model_name: Option<String>,
     /// ONNX Runtime library and session settings.
     pub runtime: RuntimeOptions,
     /// Images whose header declares more pixels than this are refused before decoding.
@@ -80,6 +83,13 @@ pub struct BridgeConfig {
     pub listen: String,
     pub invoke_url: String,
     pub region: String,
+    /// Deliveries of one event before it goes to the failure folder (Lambda's asynchronous
+    /// invocation makes 3: the first and 2 retries).
+    pub attempts: u32,
+    /// Wait before the first redelivery; it doubles for each further one.
+    pub retry_delay: Duration,
+    /// The local failure queue: events that failed every delivery, one JSON file each.
+    pub failed_dir: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -149,9 +159,14 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
                 one_image.div_ceil(1 << 20)
             )));
         }
+        let model_name = self.get("MODEL_NAME").or_else(|| {
+            let path = model_s3_uri.as_deref()?.trim_start_matches("s3://").trim_end_matches('/');
+            path.split_once('/').and_then(|(_, prefix)| prefix.rsplit('/').next()).map(str::to_string)
+        });
         Ok(Config {
             model_dir: PathBuf::from(model_dir),
             model_s3_uri,
+            model_name,
             runtime: RuntimeOptions { dylib_path: self.get("ORT_DYLIB_PATH").map(PathBuf::from), intra_threads },
             max_image_pixels,
             reduced_jpeg_decode: self.flag("JPEG_REDUCED_DECODE", true)?,
@@ -208,14 +223,21 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
         Ok(SearchConfig { url_ttl: Duration::from_secs(ttl).min(MAX_URL_TTL) })
     }
 
-    pub fn bridge(&self) -> BridgeConfig {
-        BridgeConfig {
+    pub fn bridge(&self) -> Result<BridgeConfig, ConfigError> {
+        Ok(BridgeConfig {
             listen: self.get("BRIDGE_LISTEN").unwrap_or_else(|| "127.0.0.1:9100".into()),
             invoke_url: self
                 .get("INGEST_INVOKE_URL")
                 .unwrap_or_else(|| "http://127.0.0.1:9000/2015-03-31/functions/ingest/invocations".into()),
             region: self.get("AWS_REGION").unwrap_or_else(|| "us-east-1".into()),
-        }
+            attempts: self.number("BRIDGE_ATTEMPTS", 3, "a whole number of deliveries, at least 1")?.min(100) as u32,
+            retry_delay: Duration::from_millis(self.number(
+                "BRIDGE_RETRY_DELAY_MS",
+                1_000,
+                "a whole number of milliseconds, at least 1",
+            )?),
+            failed_dir: PathBuf::from(self.get("BRIDGE_FAILED_DIR").unwrap_or_else(|| ".local/failed-events".into())),
+        })
     }
 
     pub fn s3(&self) -> Result<S3Config, ConfigError> {
@@ -262,6 +284,16 @@ mod tests {
         assert_eq!(e.search().unwrap().url_ttl, DEFAULT_URL_TTL);
         assert_eq!(e.ingest().unwrap().max_object_bytes, DEFAULT_MAX_OBJECT_BYTES);
         assert!(!e.s3().unwrap().force_path_style);
+        assert_eq!(c.model_name, None, "the bundle folder names the model");
+    }
+
+    #[test]
+    fn the_model_name_comes_from_model_name_or_the_s3_prefix() {
+        let name = |vars: &[(&str, &str)]| env(vars).embedder().unwrap().model_name;
+        let uri = ("MODEL_S3_URI", "s3://models/clip/ViT-B-32__openai/");
+        assert_eq!(name(&[("MODEL_DIR", "/tmp/model"), uri]).as_deref(), Some("ViT-B-32__openai"));
+        assert_eq!(name(&[("MODEL_DIR", "/tmp/model"), uri, ("MODEL_NAME", "mine")]).as_deref(), Some("mine"));
+        assert_eq!(name(&[("MODEL_DIR", "/tmp/model"), ("MODEL_S3_URI", "s3://bucket")]), None);
     }
 
     #[test]
@@ -302,7 +334,7 @@ mod tests {
         recording.ingest().unwrap();
         recording.search().unwrap();
         recording.s3().unwrap();
-        recording.bridge();
+        recording.bridge().unwrap();
         let readme = include_str!("../../README.md");
         let table: Vec<&str> = readme
             .split("## Configuration")

@@ -59,16 +59,20 @@ async fn open_bundle(
     Ok((ModelBundle::open(&config.model_dir)?, config))
 }
 
+/// The index for this bundle's model: its dimension and identity go with every collection check.
 async fn milvus(
     env: &Env<impl Fn(&str) -> Option<String>>,
-    dim: usize,
+    bundle: &ModelBundle,
+    model: &crate::Config,
 ) -> Result<(MilvusIndex, MilvusConfig), SetupError> {
     let config = env.milvus()?;
     let token = match &config.token_secret_arn {
         Some(arn) => Some(secret_token(arn).await?),
         None => config.token.clone(),
     };
-    Ok((MilvusIndex::new(&config, token, dim).await?, config))
+    let identity = bundle.identity(model.model_name.as_deref())?;
+    let dim = bundle.model_config()?.embed_dim;
+    Ok((MilvusIndex::new(&config, token, dim, identity).await?, config))
 }
 
 /// The secret is the token itself, or JSON with a `token` field (or `username` and `password`).
@@ -132,7 +136,7 @@ async fn load_text_encoder(
     bundle: ModelBundle,
     config: crate::Config,
 ) -> Result<(ClipTextEncoder, String), SetupError> {
-    let model_name = bundle.name();
+    let model_name = config.model_name.clone().unwrap_or_else(|| bundle.name());
     Ok((load_blocking(move || ClipTextEncoder::load(&bundle, &config.runtime)).await?, model_name))
 }
 
@@ -143,7 +147,7 @@ pub async fn ingestor_from_env() -> Result<Ingestor, SetupError> {
     let env = Env::process();
     let store = S3Store::from_env(&env.s3()?).await;
     let (bundle, config) = open_bundle(&env, &store, Tower::Visual).await?;
-    let (index, _) = milvus(&env, bundle.model_config()?.embed_dim).await?;
+    let (index, _) = milvus(&env, &bundle, &config).await?;
     let index = warm_up_in_background(index);
     let embedder = load_image_encoder(bundle, config).await?;
     let ingest = env.ingest()?;
@@ -162,7 +166,7 @@ pub async fn searcher_from_env() -> Result<Searcher, SetupError> {
     let env = Env::process();
     let store = S3Store::from_env(&env.s3()?).await;
     let (bundle, config) = open_bundle(&env, &store, Tower::Textual).await?;
-    let (index, milvus) = milvus(&env, bundle.model_config()?.embed_dim).await?;
+    let (index, milvus) = milvus(&env, &bundle, &config).await?;
     let index = warm_up_in_background(index);
     let (embedder, model_name) = load_text_encoder(bundle, config).await?;
     Ok(Searcher {

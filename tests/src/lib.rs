@@ -10,6 +10,7 @@
 //!   [`call_json`].
 //! - Requests and objects: [`apigw_request`], [`with_query`], [`s3_event`], [`put`], [`unique`].
 
+pub mod fault_proxy;
 pub mod hostile;
 
 use std::collections::HashMap;
@@ -28,7 +29,7 @@ use shared::domain::ingest::{IngestError, IngestReport, Ingestor};
 use shared::domain::retry::RetryPolicy;
 use shared::domain::search::Searcher;
 use shared::embedder::onnx::{RuntimeOptions, ORT_LIBRARY, ORT_LOCAL_DIR};
-use shared::embedder::{ClipImageEncoder, ClipTextEncoder, ModelBundle};
+use shared::embedder::{ClipImageEncoder, ClipTextEncoder, ModelBundle, ModelIdentity};
 use shared::events::S3Event;
 use shared::index::MilvusIndex;
 use shared::store::S3Store;
@@ -46,6 +47,11 @@ pub fn fixtures() -> PathBuf {
 /// The committed tiny CLIP model (random weights, real architecture and vocabulary).
 pub fn tiny_model() -> ModelBundle {
     ModelBundle::open(fixtures().join("tiny-clip")).expect("tiny model bundle")
+}
+
+/// The tiny model's identity as the functions record it (the bundle folder names it).
+pub fn tiny_model_identity() -> ModelIdentity {
+    tiny_model().identity(None).expect("tiny model config")
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -232,14 +238,35 @@ impl Stack {
         Arc::new(self.milvus_client("http://127.0.0.1:1", "unreachable", dim, Duration::from_secs(10)).await)
     }
 
+    /// A client of `collection` that says its vectors come from `model` (the tiny model elsewhere).
+    pub async fn milvus_of_model(&self, collection: &str, dim: usize, model: ModelIdentity) -> MilvusIndex {
+        self.milvus_at(self.get("MILVUS_URI"), collection, dim, Duration::from_secs(10), model).await
+    }
+
+    /// A client of `collection` through another address (a [`fault_proxy::FaultProxy`]), not dropped.
+    pub async fn milvus_via(&self, uri: &str, collection: &str, dim: usize, timeout: Duration) -> MilvusIndex {
+        self.milvus_at(uri, collection, dim, timeout, tiny_model_identity()).await
+    }
+
     async fn milvus_client(&self, uri: &str, collection: &str, dim: usize, timeout: Duration) -> MilvusIndex {
+        self.milvus_at(uri, collection, dim, timeout, tiny_model_identity()).await
+    }
+
+    async fn milvus_at(
+        &self,
+        uri: &str,
+        collection: &str,
+        dim: usize,
+        timeout: Duration,
+        model: ModelIdentity,
+    ) -> MilvusIndex {
         let config = MilvusConfig {
             uri: uri.to_string(),
             collection: collection.to_string(),
             timeout,
             ..self.env().milvus().expect("stack.env has valid Milvus settings")
         };
-        MilvusIndex::new(&config, config.token.clone(), dim).await.expect("milvus client")
+        MilvusIndex::new(&config, config.token.clone(), dim, model).await.expect("milvus client")
     }
 
     /// A new, empty bucket.
@@ -311,9 +338,10 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}_{ms}_{}", N.fetch_add(1, Ordering::Relaxed))
 }
 
-/// Puts `bytes` at `bucket/key`.
-pub async fn put(s3: &S3Store, bucket: &str, key: &str, bytes: Vec<u8>, content_type: &str) {
-    s3.client()
+/// Puts `bytes` at `bucket/key`; returns the object's ETag (unquoted), as its event carries it.
+pub async fn put(s3: &S3Store, bucket: &str, key: &str, bytes: Vec<u8>, content_type: &str) -> String {
+    let output = s3
+        .client()
         .put_object()
         .bucket(bucket)
         .key(key)
@@ -322,6 +350,7 @@ pub async fn put(s3: &S3Store, bucket: &str, key: &str, bytes: Vec<u8>, content_
         .send()
         .await
         .unwrap_or_else(|e| panic!("put {key}: {e:?}"));
+    output.e_tag().unwrap_or_default().trim_matches('"').to_string()
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -386,6 +415,24 @@ pub fn s3_put_event(bucket: &str, keys: &[String]) -> S3Event {
         })
         .collect();
     serde_json::from_value(serde_json::json!({ "Records": records })).expect("a valid S3 event")
+}
+
+/// An S3 event of one record with the sequencer given: `Some(etag)` is an `ObjectCreated:Put`
+/// of that version, `None` an `ObjectRemoved:Delete` (for tests that deliver events out of order).
+pub fn s3_change_event(bucket: &str, key: &str, created: Option<&str>, sequencer: u64) -> S3Event {
+    let change = match created {
+        Some(etag) => bridge::Change::Created {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            size: 0,
+            etag: etag.to_string(),
+            mtime: 0,
+        },
+        None => bridge::Change::Removed { bucket: bucket.to_string(), key: key.to_string(), mtime: 0 },
+    };
+    let mut event = bridge::s3_event(&change, "us-east-1");
+    event["Records"][0]["s3"]["object"]["sequencer"] = Value::String(format!("{sequencer:016X}"));
+    serde_json::from_value(event).expect("a valid S3 event")
 }
 
 /// A committed API Gateway request, edited by `edit`.

@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::domain::ingest::{IngestError, Ingestor, ObjectChange};
 use crate::domain::record::{record_id, NotIndexed};
 use crate::domain::retry::retry;
-use crate::index::{IndexError, IndexedObject, VectorIndex};
+use crate::index::{Deletion, IndexError, IndexedObject, VectorIndex};
 use crate::store::{ListedObject, ObjectStore, StoreError};
 
 /// How a bulk run reports progress (a terminal bar, log lines, or nothing).
@@ -65,7 +65,7 @@ pub struct BackfillSummary {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BulkError {
-    #[error("listing the bucket failed")]
+    #[error("S3 failed")]
     List(#[from] StoreError),
     #[error("the index failed")]
     Index(#[from] IndexError),
@@ -99,6 +99,7 @@ pub async fn backfill(
                     bucket: bucket.to_string(),
                     key: o.key.clone(),
                     etag: Some(o.etag.clone()),
+                    sequencer: None,
                 })
                 .collect();
             Some((batch, ingestor.apply(changes).await))
@@ -118,7 +119,11 @@ pub async fn backfill(
             Err(e) => {
                 let reason = super::describe(&e);
                 tracing::error!(error = %reason, objects = batch.len(), "batch failed after retries");
-                summary.failed.extend(batch.iter().map(|o| NotIndexed { key: o.key.clone(), reason: reason.clone() }));
+                summary.failed.extend(batch.iter().map(|o| NotIndexed {
+                    key: o.key.clone(),
+                    reason: reason.clone(),
+                    cause: None,
+                }));
             }
         }
         progress.advance(batch.len() as u64);
@@ -207,14 +212,11 @@ pub async fn reconcile(
     let listed = retry(&ingestor.retry, "list bucket", || store.list(bucket, prefix)).await?;
     let indexed = retry(&ingestor.retry, "list index", || index.list(bucket, prefix)).await?;
     let diff = differences(&listed, &indexed);
-    let stale_ids: Vec<String> = diff.stale.iter().map(|o| o.id.clone()).collect();
-    for ids in stale_ids.chunks(500) {
-        retry(&ingestor.retry, "delete", || index.delete(ids)).await?;
-    }
+    let removed = remove_stale(ingestor, bucket, diff.stale).await?;
     let mut report = ReconcileReport {
         objects: listed.len(),
         indexed_before: indexed.len(),
-        removed: diff.stale.into_iter().map(|o| o.key).collect(),
+        removed,
         missing: diff.missing.iter().chain(&diff.outdated).map(|o| o.key.clone()).collect(),
         fixed: None,
     };
@@ -226,6 +228,37 @@ pub async fn reconcile(
     Ok(report)
 }
 
+/// Deletes the records of objects that are gone. Each is checked with HEAD right before, and
+/// deleted only if it still holds the ETag listed: an object uploaded (and ingested) after the
+/// bucket was listed keeps its record. Returns the keys removed, in key order.
+async fn remove_stale(ingestor: &Ingestor, bucket: &str, stale: Vec<IndexedObject>) -> Result<Vec<String>, BulkError> {
+    let store: &Arc<dyn ObjectStore> = &ingestor.store;
+    let heads: Vec<(IndexedObject, Result<Option<String>, StoreError>)> = futures::stream::iter(stale)
+        .map(|object| async move {
+            let head = retry(&ingestor.retry, "head object", || store.head(bucket, &object.key)).await;
+            (object, head)
+        })
+        .buffered(CONCURRENT_HEADS)
+        .collect()
+        .await;
+    let mut gone = Vec::new();
+    for (object, head) in heads {
+        match head? {
+            None => gone.push(object),
+            Some(_) => tracing::info!(key = %object.key, "uploaded after the listing; its record is kept"),
+        }
+    }
+    let deletions: Vec<Deletion> =
+        gone.iter().map(|o| Deletion { id: o.id.clone(), etag: Some(o.etag.clone()), not_newer_than: None }).collect();
+    for chunk in deletions.chunks(500) {
+        retry(&ingestor.retry, "delete", || ingestor.index.delete_if(chunk)).await?;
+    }
+    Ok(gone.into_iter().map(|o| o.key).collect())
+}
+
+/// HEAD requests of a reconcile at once.
+const CONCURRENT_HEADS: usize = 16;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,6 +269,73 @@ mod tests {
 
     fn indexed(key: &str, etag: &str) -> IndexedObject {
         IndexedObject { id: record_id("b", key), key: key.into(), etag: etag.into() }
+    }
+
+    /// A bucket whose listing was taken before `late` was uploaded: HEAD sees it, LIST does not.
+    struct RacingStore {
+        late: (String, String),
+    }
+    #[async_trait::async_trait]
+    impl ObjectStore for RacingStore {
+        async fn get(&self, bucket: &str, key: &str, _: u64) -> Result<crate::store::StoredObject, StoreError> {
+            Err(StoreError::NotFound { bucket: bucket.into(), key: key.into() })
+        }
+        async fn head(&self, _: &str, key: &str) -> Result<Option<String>, StoreError> {
+            Ok((key == self.late.0).then(|| self.late.1.clone()))
+        }
+        async fn list(&self, _: &str, _: &str) -> Result<Vec<ListedObject>, StoreError> {
+            Ok(Vec::new())
+        }
+        async fn presign_get(
+            &self,
+            _: &str,
+            _: &str,
+            _: std::time::Duration,
+        ) -> Result<crate::store::PresignedUrl, StoreError> {
+            Err(StoreError::Refused("not needed".into()))
+        }
+    }
+
+    struct NoEmbedder;
+    impl crate::embedder::ImageEmbedder for NoEmbedder {
+        fn dim(&self) -> usize {
+            2
+        }
+        fn embed_images(
+            &self,
+            _: &[&[u8]],
+        ) -> Result<
+            Vec<Result<crate::embedder::ImageEmbedding, crate::embedder::ImageError>>,
+            crate::embedder::InferenceError,
+        > {
+            unreachable!("reconcile without fix embeds nothing")
+        }
+    }
+
+    #[tokio::test]
+    async fn reconcile_keeps_the_record_of_an_object_uploaded_after_the_listing() {
+        use crate::domain::record::ImageRecord;
+        let index = Arc::new(crate::index::memory::MemoryIndex::default());
+        let record = |key: &str| ImageRecord {
+            id: record_id("b", key),
+            bucket: "b".into(),
+            key: key.into(),
+            etag: "e".into(),
+            ..Default::default()
+        };
+        index.upsert(&[record("late.png"), record("gone.png")]).await.unwrap();
+        let ingestor = Ingestor {
+            embedder: Arc::new(NoEmbedder),
+            store: Arc::new(RacingStore { late: ("late.png".into(), "e".into()) }),
+            index: index.clone(),
+            config: crate::config::IngestConfig { max_object_bytes: 100, retry_attempts: 1 },
+            retry: crate::domain::retry::RetryPolicy::new(1),
+        };
+        let stop = AtomicBool::new(false);
+        let report = reconcile(&ingestor, "b", "", false, &BackfillOptions::default(), &Quiet, &stop).await.unwrap();
+        assert_eq!(report.removed, vec!["gone.png"]);
+        let left: Vec<String> = index.records.lock().unwrap().values().map(|r| r.key.clone()).collect();
+        assert_eq!(left, vec!["late.png"]);
     }
 
     #[test]

@@ -14,23 +14,29 @@ use futures::stream::{self, StreamExt};
 use serde::Serialize;
 
 use crate::config::IngestConfig;
-use crate::domain::record::{record_id, ImageRecord, NotIndexed};
+use crate::domain::record::{record_id, ImageRecord, NotIndexed, Sequencer, SkipCause};
 use crate::domain::retry::{retry, RetryPolicy, Transient};
 use crate::embedder::{ImageEmbedder, ImageError, InferenceError};
-use crate::index::{IndexError, VectorIndex};
+use crate::index::{Deletion, IndexError, IndexedVersion, VectorIndex};
 use crate::store::{normalize_etag, ObjectStore, StoreError};
 
 /// What happened to an object, as the use case sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ObjectChange {
-    Created { bucket: String, key: String, etag: Option<String> },
-    Removed { bucket: String, key: String },
+    Created { bucket: String, key: String, etag: Option<String>, sequencer: Option<Sequencer> },
+    Removed { bucket: String, key: String, sequencer: Option<Sequencer> },
 }
 
 impl ObjectChange {
     fn location(&self) -> (&str, &str) {
         match self {
-            ObjectChange::Created { bucket, key, .. } | ObjectChange::Removed { bucket, key } => (bucket, key),
+            ObjectChange::Created { bucket, key, .. } | ObjectChange::Removed { bucket, key, .. } => (bucket, key),
+        }
+    }
+
+    fn sequencer(&self) -> Option<&Sequencer> {
+        match self {
+            ObjectChange::Created { sequencer, .. } | ObjectChange::Removed { sequencer, .. } => sequencer.as_ref(),
         }
     }
 }
@@ -47,6 +53,9 @@ pub struct IngestReport {
     /// never hands out a URL to content that is no longer that image.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unindexed: Vec<String>,
+    /// Events older (by S3's sequencer) than what the index already holds for their key: ignored.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub superseded: Vec<String>,
 }
 
 /// The event could not be processed completely. Lambda retries the event and, after its
@@ -63,6 +72,8 @@ pub enum IngestError {
     Index(#[from] IndexError),
     #[error("inference failed")]
     Inference(#[from] InferenceError),
+    #[error("{key} kept changing while it was indexed ({rounds} rounds); a later attempt will settle it")]
+    Unsettled { key: String, rounds: usize },
 }
 
 impl IngestError {
@@ -73,7 +84,7 @@ impl IngestError {
         match self {
             IngestError::Store { source, .. } => source.is_transient(),
             IngestError::Index(e) => e.is_transient(),
-            IngestError::Inference(_) => true,
+            IngestError::Inference(_) | IngestError::Unsettled { .. } => true,
         }
     }
 }
@@ -100,9 +111,35 @@ fn stored_content_type(content_type: Option<&str>) -> Option<String> {
 /// malformed one is replaced by the type sniffed from the bytes.
 const MAX_CONTENT_TYPE_LEN: usize = 128;
 
-/// Objects of one batch downloaded at once: S3 latency, not bandwidth, bounds a single GET, and
-/// every fetched object is held in memory until the batch is embedded anyway.
+/// Objects of one batch downloaded (or checked with HEAD) at once: S3 latency, not bandwidth,
+/// bounds a single request, and every fetched object is held in memory until the batch is embedded anyway.
 const CONCURRENT_GETS: usize = 8;
+
+/// Times the objects of an event are indexed again because they changed while they were being
+/// indexed, before the event fails (and Lambda retries it later).
+const SETTLE_ROUNDS: usize = 3;
+
+/// An object to bring up to date in the index: from a Created event, or a Removed event whose
+/// object exists again.
+#[derive(Debug, Clone)]
+struct Pending {
+    id: String,
+    bucket: String,
+    key: String,
+    etag: Option<String>,
+    sequencer: Option<Sequencer>,
+}
+
+/// A record this run wrote, checked against the bucket afterwards.
+struct Written {
+    pending: Pending,
+    etag: String,
+}
+
+/// Whether an event is older than the version the index holds (both must carry a sequencer).
+fn is_older(event: Option<&Sequencer>, stored: Option<&IndexedVersion>) -> bool {
+    matches!((event, stored.and_then(|v| v.sequencer.as_ref())), (Some(event), Some(stored)) if event < stored)
+}
 
 pub struct Ingestor {
     pub embedder: Arc<dyn ImageEmbedder>,
@@ -113,7 +150,15 @@ pub struct Ingestor {
 }
 
 impl Ingestor {
-    /// Applies changes; for several changes of one object, the last wins.
+    /// Applies changes so that the index matches the bucket for every key they name.
+    ///
+    /// Events may arrive late, twice or out of order, so an event is a hint, not an order:
+    /// - one older (by S3's sequencer) than the record the index holds is ignored;
+    /// - a removal deletes the record only if the object is gone (HEAD says 404) and the record is
+    ///   not newer than the removal; an object that exists again is indexed instead;
+    /// - a creation indexes the object as it is now, and afterwards checks that it still is: an
+    ///   object overwritten or deleted meanwhile (by a change whose event may already have been
+    ///   applied) is indexed again or removed, for up to [`SETTLE_ROUNDS`] rounds.
     pub async fn apply(&self, changes: Vec<ObjectChange>) -> Result<IngestReport, IngestError> {
         self.apply_with(changes, &self.retry).await
     }
@@ -129,93 +174,182 @@ impl Ingestor {
     }
 
     async fn apply_with(&self, changes: Vec<ObjectChange>, policy: &RetryPolicy) -> Result<IngestReport, IngestError> {
-        let mut last: HashMap<String, ObjectChange> = HashMap::new();
-        let mut order = Vec::new();
-        for change in changes {
-            let (bucket, key) = change.location();
-            let id = record_id(bucket, key);
-            if last.insert(id.clone(), change).is_none() {
-                order.push(id);
-            }
-        }
+        let changes = newest_per_key(changes);
+        let ids: Vec<String> = changes.iter().map(|(id, _)| id.clone()).collect();
+        let stored = match ids.is_empty() {
+            true => HashMap::new(),
+            false => retry(policy, "version lookup", || self.index.versions(&ids)).await?,
+        };
         let mut report = IngestReport::default();
+        let mut failure = None;
         let mut removed = Vec::new();
         let mut created = Vec::new();
-        for id in order {
-            match last.remove(&id).expect("every id was inserted") {
-                ObjectChange::Removed { key, .. } => removed.push((id, key)),
-                ObjectChange::Created { bucket, key, etag } => created.push((id, bucket, key, etag)),
+        for (id, change) in changes {
+            if is_older(change.sequencer(), stored.get(&id)) {
+                let (_, key) = change.location();
+                tracing::info!(key = %key, "event older than the indexed version, ignored");
+                report.superseded.push(key.to_string());
+                continue;
+            }
+            match change {
+                ObjectChange::Removed { bucket, key, sequencer } => {
+                    removed.push(Pending { id, bucket, key, etag: None, sequencer })
+                }
+                ObjectChange::Created { bucket, key, etag, sequencer } => {
+                    created.push(Pending { id, bucket, key, etag, sequencer })
+                }
             }
         }
+        created.extend(self.remove(removed, policy, &mut report, &mut failure).await?);
 
-        if !removed.is_empty() {
-            let ids: Vec<String> = removed.iter().map(|(id, _)| id.clone()).collect();
-            retry(policy, "delete", || self.index.delete(&ids)).await?;
-            for (_, key) in removed {
+        let mut stored = stored;
+        for round in 1.. {
+            if created.is_empty() {
+                break;
+            }
+            if round > SETTLE_ROUNDS {
+                let key = created[0].key.clone();
+                failure.get_or_insert(IngestError::Unsettled { key, rounds: SETTLE_ROUNDS });
+                break;
+            }
+            let written = self.index_objects(created, &stored, policy, &mut report, &mut failure).await?;
+            created = self.recheck(written, policy, &mut report, &mut failure).await?;
+            if !created.is_empty() {
+                let ids: Vec<String> = created.iter().map(|p| p.id.clone()).collect();
+                stored = retry(policy, "version lookup", || self.index.versions(&ids)).await?;
+            }
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(report),
+        }
+    }
+
+    /// Removals, judged by the bucket: a removed object is deleted from the index (unless its
+    /// record is newer than the removal); one that exists again is returned to be indexed.
+    async fn remove(
+        &self,
+        removed: Vec<Pending>,
+        policy: &RetryPolicy,
+        report: &mut IngestReport,
+        failure: &mut Option<IngestError>,
+    ) -> Result<Vec<Pending>, IngestError> {
+        let mut deletions = Vec::new();
+        let mut gone = Vec::new();
+        let mut back = Vec::new();
+        for (pending, head) in self.heads(removed, policy).await {
+            match head {
+                Ok(None) => {
+                    let not_newer_than = pending.sequencer.clone();
+                    deletions.push(Deletion { id: pending.id, etag: None, not_newer_than });
+                    gone.push(pending.key);
+                }
+                Ok(Some(etag)) => {
+                    tracing::info!(key = %pending.key, "removed object exists again; indexing what is there now");
+                    back.push(Pending { etag: Some(etag), ..pending });
+                }
+                Err(e) => store_failure(failure, pending.key, e),
+            }
+        }
+        if !deletions.is_empty() {
+            retry(policy, "delete", || self.index.delete_if(&deletions)).await?;
+            for key in gone {
                 tracing::info!(key = %key, "deleted from the index");
                 report.deleted.push(key);
             }
         }
-        if created.is_empty() {
-            return Ok(report);
-        }
+        Ok(back)
+    }
 
-        let ids: Vec<String> = created.iter().map(|(id, ..)| id.clone()).collect();
-        let indexed = retry(policy, "etag lookup", || self.index.etags(&ids)).await?;
+    /// The bucket's answer to HEAD for each object, several at once, in order.
+    async fn heads(
+        &self,
+        objects: Vec<Pending>,
+        policy: &RetryPolicy,
+    ) -> Vec<(Pending, Result<Option<String>, StoreError>)> {
+        stream::iter(objects)
+            .map(|p| async move {
+                let head = retry(policy, "head object", || self.store.head(&p.bucket, &p.key)).await;
+                (p, head)
+            })
+            .buffered(CONCURRENT_GETS)
+            .collect()
+            .await
+    }
+
+    /// Downloads, embeds and upserts the objects (the unchanged ones excepted); skips bad ones,
+    /// removing the record of an image they overwrote. Returns what was written.
+    async fn index_objects(
+        &self,
+        created: Vec<Pending>,
+        stored: &HashMap<String, IndexedVersion>,
+        policy: &RetryPolicy,
+        report: &mut IngestReport,
+        failure: &mut Option<IngestError>,
+    ) -> Result<Vec<Written>, IngestError> {
         let mut to_fetch = Vec::new();
-        for (id, bucket, key, event_etag) in created {
-            let known = indexed.get(&id);
-            let event_etag = event_etag.map(|e| normalize_etag(&e)).filter(|e| !e.is_empty());
-            if event_etag.is_some() && known == event_etag.as_ref() {
-                tracing::info!(key = %key, "already indexed with this ETag, not embedded again");
-                report.unchanged.push(key);
+        for pending in created {
+            let known = stored.get(&pending.id).cloned();
+            let event_etag = pending.etag.as_deref().map(normalize_etag).filter(|e| !e.is_empty());
+            if event_etag.is_some() && known.as_ref().map(|v| &v.etag) == event_etag.as_ref() {
+                tracing::info!(key = %pending.key, "already indexed with this ETag, not embedded again");
+                report.unchanged.push(pending.key);
             } else {
-                to_fetch.push((id, bucket, key, known));
+                to_fetch.push((pending, known));
             }
         }
         let max = self.config.max_object_bytes;
         let downloads: Vec<_> = stream::iter(to_fetch)
-            .map(|(id, bucket, key, known)| async move {
-                let got = retry(policy, "get object", || self.store.get(&bucket, &key, max)).await;
-                (id, bucket, key, known, got)
+            .map(|(pending, known)| async move {
+                let got = retry(policy, "get object", || self.store.get(&pending.bucket, &pending.key, max)).await;
+                (pending, known, got)
             })
             .buffered(CONCURRENT_GETS)
             .collect()
             .await;
         let mut fetched = Vec::new();
-        let mut first_failure = None;
         // Records of objects now skipped: the old image was overwritten (or is gone), so its
         // record would hand out a URL to what is no longer that image.
         let mut stale = Vec::new();
-        for (id, bucket, key, known, got) in downloads {
+        let outdated = |pending: &Pending, known: &Option<IndexedVersion>| {
+            known.as_ref().map(|v| Deletion {
+                id: pending.id.clone(),
+                etag: Some(v.etag.clone()),
+                not_newer_than: pending.sequencer.clone(),
+            })
+        };
+        for (pending, known, got) in downloads {
             match got {
-                Ok(object) if known == Some(&object.etag) => {
-                    tracing::info!(key = %key, "already indexed with this ETag, not embedded again");
-                    report.unchanged.push(key);
+                Ok(object) if known.as_ref().map(|v| &v.etag) == Some(&object.etag) => {
+                    tracing::info!(key = %pending.key, "already indexed with this ETag, not embedded again");
+                    report.unchanged.push(pending.key);
                 }
                 Ok(object) => match refused_content_type(object.content_type.as_deref()) {
                     Some(reason) => {
-                        if known.is_some() {
-                            stale.push((id, key.clone()));
-                        }
-                        skip(&mut report, key, reason)
+                        stale.extend(outdated(&pending, &known).map(|d| (d, pending.key.clone())));
+                        skip(report, pending.key, reason, SkipCause::NotAnImage)
                     }
-                    None => fetched.push((id, bucket, key, known.is_some(), object)),
+                    None => {
+                        let sequencer =
+                            pending.sequencer.clone().or_else(|| known.as_ref().and_then(|v| v.sequencer.clone()));
+                        fetched.push((Pending { sequencer, ..pending }, known, object))
+                    }
                 },
                 Err(e @ (StoreError::NotFound { .. } | StoreError::TooLarge { .. })) => {
-                    if known.is_some() {
-                        stale.push((id, key.clone()));
-                    }
-                    skip(&mut report, key, e.to_string())
+                    let cause = match e {
+                        StoreError::NotFound { .. } => SkipCause::Missing,
+                        _ => SkipCause::TooLarge,
+                    };
+                    stale.extend(outdated(&pending, &known).map(|d| (d, pending.key.clone())));
+                    skip(report, pending.key, e.to_string(), cause)
                 }
                 Err(e @ (StoreError::Unavailable(_) | StoreError::Refused(_))) => {
-                    // Not the object's fault: the event must fail so that it is retried or kept.
-                    tracing::error!(key = %key, error = %e, "S3 failed");
-                    first_failure.get_or_insert(IngestError::Store { key, source: e });
+                    store_failure(failure, pending.key, e)
                 }
             }
         }
 
+        let mut written = Vec::new();
         if !fetched.is_empty() {
             let embedder = Arc::clone(&self.embedder);
             let bytes: Vec<Vec<u8>> = fetched.iter_mut().map(|(.., o)| std::mem::take(&mut o.bytes)).collect();
@@ -227,64 +361,136 @@ impl Ingestor {
             .map_err(|e| InferenceError(format!("embedding task failed: {e}")))??;
             let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
             let mut records = Vec::new();
-            let mut keys = Vec::new();
-            for ((id, bucket, key, was_indexed, object), result) in fetched.into_iter().zip(results) {
+            for ((pending, known, object), result) in fetched.into_iter().zip(results) {
                 match result {
                     Ok(embedding) => {
                         records.push(ImageRecord {
-                            id,
-                            bucket,
-                            key: key.clone(),
+                            id: pending.id.clone(),
+                            bucket: pending.bucket.clone(),
+                            key: pending.key.clone(),
                             size: object.size as i64,
-                            etag: object.etag,
+                            etag: object.etag.clone(),
                             content_type: stored_content_type(object.content_type.as_deref())
                                 .unwrap_or_else(|| embedding.format.mime_type().to_string()),
                             last_modified_ms: object.last_modified_ms.unwrap_or(0),
                             width: embedding.width as i64,
                             height: embedding.height as i64,
                             indexed_at_ms: now,
+                            sequencer: pending.sequencer.clone(),
                             vector: embedding.vector,
                         });
-                        keys.push(key);
+                        written.push(Written { pending, etag: object.etag });
                     }
                     Err(e) => {
                         if let ImageError::Panicked { .. } = e {
                             // A bug, not a bad upload: logged at error level, and still only this image is lost.
-                            tracing::error!(key = %key, error = %e, "image preparation panicked");
+                            tracing::error!(key = %pending.key, error = %e, "image preparation panicked");
                         }
-                        if was_indexed {
-                            stale.push((id, key.clone()));
-                        }
-                        skip(&mut report, key, e.to_string())
+                        stale.extend(outdated(&pending, &known).map(|d| (d, pending.key.clone())));
+                        let cause = match e {
+                            ImageError::UnknownFormat | ImageError::UnsupportedFormat { .. } | ImageError::Empty => {
+                                SkipCause::NotAnImage
+                            }
+                            ImageError::TooLarge { .. } => SkipCause::TooLarge,
+                            _ => SkipCause::UnreadableImage,
+                        };
+                        skip(report, pending.key, e.to_string(), cause)
                     }
                 }
             }
             if !records.is_empty() {
                 retry(policy, "upsert", || self.index.upsert(&records)).await?;
-                for key in keys {
-                    tracing::info!(key = %key, "indexed");
-                    report.indexed.push(key);
+                for w in &written {
+                    tracing::info!(key = %w.pending.key, "indexed");
+                    report.indexed.push(w.pending.key.clone());
                 }
             }
         }
         if !stale.is_empty() {
-            let ids: Vec<String> = stale.iter().map(|(id, _)| id.clone()).collect();
-            retry(policy, "delete", || self.index.delete(&ids)).await?;
+            let deletions: Vec<Deletion> = stale.iter().map(|(d, _)| d.clone()).collect();
+            retry(policy, "delete", || self.index.delete_if(&deletions)).await?;
             for (_, key) in stale {
                 tracing::warn!(key = %key, "the new object was skipped; its old record was removed from the index");
                 report.unindexed.push(key);
             }
         }
-        match first_failure {
-            Some(e) => Err(e),
-            None => Ok(report),
+        Ok(written)
+    }
+
+    /// Checks each written record against the bucket: an object deleted meanwhile loses its
+    /// record (its removal may have been applied before the write); one overwritten meanwhile is
+    /// returned to be indexed again. Without this, a slow event could leave a ghost or an old vector.
+    async fn recheck(
+        &self,
+        written: Vec<Written>,
+        policy: &RetryPolicy,
+        report: &mut IngestReport,
+        failure: &mut Option<IngestError>,
+    ) -> Result<Vec<Pending>, IngestError> {
+        let etags: HashMap<String, String> = written.iter().map(|w| (w.pending.id.clone(), w.etag.clone())).collect();
+        let mut deletions = Vec::new();
+        let mut again = Vec::new();
+        for (pending, head) in self.heads(written.into_iter().map(|w| w.pending).collect(), policy).await {
+            let etag = &etags[&pending.id];
+            match head {
+                Ok(Some(now)) if now == *etag => {}
+                Ok(Some(_)) => {
+                    tracing::info!(key = %pending.key, "overwritten while it was indexed; indexing it again");
+                    report.indexed.retain(|k| *k != pending.key);
+                    again.push(Pending { etag: None, ..pending });
+                }
+                Ok(None) => {
+                    tracing::info!(key = %pending.key, "deleted while it was indexed; record removed");
+                    report.indexed.retain(|k| *k != pending.key);
+                    deletions.push((
+                        Deletion { id: pending.id, etag: Some(etag.clone()), not_newer_than: None },
+                        pending.key,
+                    ));
+                }
+                Err(e) => store_failure(failure, pending.key, e),
+            }
         }
+        if !deletions.is_empty() {
+            let list: Vec<Deletion> = deletions.iter().map(|(d, _)| d.clone()).collect();
+            retry(policy, "delete", || self.index.delete_if(&list)).await?;
+            report.deleted.extend(deletions.into_iter().map(|(_, key)| key));
+        }
+        Ok(again)
     }
 }
 
-fn skip(report: &mut IngestReport, key: String, reason: String) {
+/// One change per object: the newest by sequencer, else the later in the list. In first-seen order.
+fn newest_per_key(changes: Vec<ObjectChange>) -> Vec<(String, ObjectChange)> {
+    let mut newest: HashMap<String, ObjectChange> = HashMap::new();
+    let mut order = Vec::new();
+    for change in changes {
+        let (bucket, key) = change.location();
+        let id = record_id(bucket, key);
+        match newest.get(&id) {
+            None => order.push(id.clone()),
+            Some(kept) if matches!((kept.sequencer(), change.sequencer()), (Some(a), Some(b)) if b < a) => continue,
+            Some(_) => {}
+        }
+        newest.insert(id, change);
+    }
+    order
+        .into_iter()
+        .map(|id| {
+            let change = newest.remove(&id).expect("every id was inserted");
+            (id, change)
+        })
+        .collect()
+}
+
+/// An S3 failure that is not the object's fault: the event must fail so that it is retried or kept.
+fn store_failure(failure: &mut Option<IngestError>, key: String, error: StoreError) {
+    tracing::error!(key = %key, error = %error, "S3 failed");
+    failure.get_or_insert(IngestError::Store { key, source: error });
+}
+
+fn skip(report: &mut IngestReport, key: String, reason: String, cause: SkipCause) {
     tracing::warn!(key = %key, reason = %reason, "object skipped");
-    report.skipped.push(NotIndexed { key, reason });
+    report.skipped.push(NotIndexed { key, reason, cause: Some(cause) });
 }
 
 #[cfg(test)]
@@ -333,6 +539,18 @@ mod tests {
         slow: Mutex<Vec<String>>,
         /// Keys whose GET is denied (a policy mistake).
         denied: Mutex<Vec<String>>,
+        /// What happens to a key right after each GET of it: a race with the uploader.
+        after_get: Mutex<HashMap<String, AfterGet>>,
+    }
+
+    /// A change to an object made by someone else while ingest holds its old bytes.
+    #[derive(Clone)]
+    enum AfterGet {
+        /// Overwritten once with these bytes and this ETag.
+        Overwrite(&'static [u8], &'static str),
+        /// Overwritten after every GET, with a new ETag each time.
+        OverwriteForever,
+        Delete,
     }
     impl FakeStore {
         fn put(&self, key: &str, bytes: &[u8], etag: &str, content_type: &str) {
@@ -367,7 +585,26 @@ mod tests {
             if object.size > max {
                 return Err(StoreError::TooLarge { size: object.size, max });
             }
+            let after = self.after_get.lock().unwrap().get(key).cloned();
+            match after {
+                Some(AfterGet::Overwrite(bytes, etag)) => {
+                    self.after_get.lock().unwrap().remove(key);
+                    self.put(key, bytes, etag, "image/png");
+                }
+                Some(AfterGet::OverwriteForever) => {
+                    let etag: &'static str = Box::leak(format!("{}x", object.etag).into_boxed_str());
+                    self.put(key, b"img-again", etag, "image/png");
+                }
+                Some(AfterGet::Delete) => {
+                    self.after_get.lock().unwrap().remove(key);
+                    self.objects.lock().unwrap().remove(key);
+                }
+                None => {}
+            }
             Ok(object)
+        }
+        async fn head(&self, _: &str, key: &str) -> Result<Option<String>, StoreError> {
+            Ok(self.objects.lock().unwrap().get(key).map(|o| o.etag.clone()))
         }
         async fn list(&self, _: &str, prefix: &str) -> Result<Vec<ListedObject>, StoreError> {
             let objects = self.objects.lock().unwrap();
@@ -411,7 +648,108 @@ mod tests {
     }
 
     fn created(key: &str, etag: Option<&str>) -> ObjectChange {
-        ObjectChange::Created { bucket: "b".into(), key: key.into(), etag: etag.map(str::to_string) }
+        ObjectChange::Created { bucket: "b".into(), key: key.into(), etag: etag.map(str::to_string), sequencer: None }
+    }
+
+    fn seq(hex: &str) -> Option<Sequencer> {
+        Some(Sequencer::parse(hex).unwrap())
+    }
+
+    fn created_at(key: &str, etag: &str, sequencer: &str) -> ObjectChange {
+        ObjectChange::Created {
+            bucket: "b".into(),
+            key: key.into(),
+            etag: Some(etag.into()),
+            sequencer: seq(sequencer),
+        }
+    }
+
+    fn removed_at(key: &str, sequencer: &str) -> ObjectChange {
+        ObjectChange::Removed { bucket: "b".into(), key: key.into(), sequencer: seq(sequencer) }
+    }
+
+    fn indexed_etag(f: &Fixture, key: &str) -> Option<String> {
+        f.index.records.lock().unwrap().get(&record_id("b", key)).map(|r| r.etag.clone())
+    }
+
+    #[tokio::test]
+    async fn events_older_than_the_indexed_version_are_ignored_whatever_their_kind() {
+        let f = fixture();
+        f.store.put("a.png", b"img-v2", "v2", "image/png");
+        f.ingestor.apply(vec![created_at("a.png", "v2", "20")]).await.unwrap();
+        // A removal from before the re-upload, retried late, must not delete the new record.
+        let report = f.ingestor.apply(vec![removed_at("a.png", "1F")]).await.unwrap();
+        assert_eq!(report.superseded, vec!["a.png"]);
+        // A creation of an older version, delivered late, must not replace it either.
+        let report = f.ingestor.apply(vec![created_at("a.png", "v1", "10")]).await.unwrap();
+        assert_eq!(report.superseded, vec!["a.png"]);
+        assert_eq!(indexed_etag(&f, "a.png").as_deref(), Some("v2"));
+        assert_eq!(f.store.gets.load(Ordering::SeqCst), 1, "ignored events download nothing");
+        // A newer removal does apply.
+        f.store.objects.lock().unwrap().remove("a.png");
+        let report = f.ingestor.apply(vec![removed_at("a.png", "30")]).await.unwrap();
+        assert_eq!(report.deleted, vec!["a.png"]);
+        assert_eq!(indexed_etag(&f, "a.png"), None);
+    }
+
+    #[tokio::test]
+    async fn a_removal_of_an_object_that_exists_again_indexes_it_instead() {
+        let f = fixture();
+        f.store.put("a.png", b"img-v1", "v1", "image/png");
+        f.ingestor.apply(vec![created_at("a.png", "v1", "10")]).await.unwrap();
+        // Deleted (sequencer 20) and uploaded again (30); the removal's event comes first.
+        f.store.put("a.png", b"img-v3", "v3", "image/png");
+        let report = f.ingestor.apply(vec![removed_at("a.png", "20")]).await.unwrap();
+        assert!(report.deleted.is_empty(), "{report:?}");
+        assert_eq!(report.indexed, vec!["a.png"]);
+        assert_eq!(indexed_etag(&f, "a.png").as_deref(), Some("v3"));
+        let report = f.ingestor.apply(vec![created_at("a.png", "v3", "30")]).await.unwrap();
+        assert_eq!(report.unchanged, vec!["a.png"]);
+    }
+
+    #[tokio::test]
+    async fn the_newest_change_of_a_key_wins_by_sequencer_not_by_position() {
+        let f = fixture();
+        f.store.put("a.png", b"img-v1", "v1", "image/png");
+        let report = f.ingestor.apply(vec![created_at("a.png", "v1", "30"), removed_at("a.png", "20")]).await.unwrap();
+        assert_eq!(report.indexed, vec!["a.png"]);
+        assert!(report.deleted.is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_object_overwritten_while_it_is_indexed_converges_on_the_newest() {
+        let f = fixture();
+        f.store.put("a.png", b"img-v1", "v1", "image/png");
+        // v2 lands right after ingest read v1, and v2's own event was already applied (or is lost):
+        // the record must still end on v2, not on the v1 bytes this run holds.
+        f.store.after_get.lock().unwrap().insert("a.png".into(), AfterGet::Overwrite(b"img-v2", "v2"));
+        let report = f.ingestor.apply(vec![created_at("a.png", "v1", "10")]).await.unwrap();
+        assert_eq!(report.indexed, vec!["a.png"]);
+        assert_eq!(indexed_etag(&f, "a.png").as_deref(), Some("v2"));
+        assert_eq!(f.store.gets.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn an_object_deleted_while_it_is_indexed_leaves_no_ghost() {
+        let f = fixture();
+        f.store.put("a.png", b"img-v1", "v1", "image/png");
+        f.store.after_get.lock().unwrap().insert("a.png".into(), AfterGet::Delete);
+        let report = f.ingestor.apply(vec![created_at("a.png", "v1", "10")]).await.unwrap();
+        assert_eq!(report.deleted, vec!["a.png"]);
+        assert!(report.indexed.is_empty());
+        assert_eq!(indexed_etag(&f, "a.png"), None);
+    }
+
+    #[tokio::test]
+    async fn an_object_that_never_settles_fails_the_event_for_a_retry() {
+        let f = fixture();
+        f.store.put("a.png", b"img-v1", "v1", "image/png");
+        f.store.put("b.png", b"img-b", "b1", "image/png");
+        f.store.after_get.lock().unwrap().insert("a.png".into(), AfterGet::OverwriteForever);
+        let err = f.ingestor.apply(vec![created("a.png", None), created("b.png", None)]).await.unwrap_err();
+        assert!(matches!(err, IngestError::Unsettled { ref key, rounds: SETTLE_ROUNDS } if key == "a.png"), "{err}");
+        assert!(err.is_retryable());
+        assert_eq!(indexed_etag(&f, "b.png").as_deref(), Some("b1"), "the other object was indexed");
     }
 
     #[test]
@@ -514,7 +852,8 @@ mod tests {
         let f = fixture();
         f.store.put("a.png", b"img-a", "e1", "image/png");
         f.ingestor.apply(vec![created("a.png", None)]).await.unwrap();
-        let removed = ObjectChange::Removed { bucket: "b".into(), key: "a.png".into() };
+        f.store.objects.lock().unwrap().remove("a.png");
+        let removed = ObjectChange::Removed { bucket: "b".into(), key: "a.png".into(), sequencer: None };
         let report = f.ingestor.apply(vec![created("a.png", None), removed]).await.unwrap();
         assert_eq!(report.deleted, vec!["a.png"]);
         assert!(report.indexed.is_empty());

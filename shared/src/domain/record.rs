@@ -19,6 +19,9 @@ pub struct ImageRecord {
     pub width: i64,
     pub height: i64,
     pub indexed_at_ms: i64,
+    /// The S3 sequencer of the event that indexed this object, or one older than it ([`Sequencer`]);
+    /// `None` when indexed without one (backfill). Ingest ignores events older than it.
+    pub sequencer: Option<Sequencer>,
     /// Empty in a search hit unless [`crate::index::SearchQuery::with_vectors`] was set.
     pub vector: Vec<f32>,
 }
@@ -57,12 +60,68 @@ impl SearchFilter {
     }
 }
 
+/// S3's `sequencer`: the order of the events of one key. S3 documents it as hex strings of varying
+/// length, compared after left-padding the shorter with zeros; it is kept padded to a fixed width,
+/// so plain string order (in Rust and in Milvus filter expressions) is event order.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Sequencer(String);
+
+impl Sequencer {
+    /// Hex digits stored: twice S3's 16 to 18, so every real sequencer fits.
+    pub const WIDTH: usize = 32;
+
+    /// `None` for an empty, non-hex or over-long value: such an event is applied unordered
+    /// (with the bucket as the judge), never trusted to hide a newer one.
+    pub fn parse(raw: &str) -> Option<Sequencer> {
+        let digits = raw.trim().trim_start_matches('0');
+        let valid = raw.trim().bytes().all(|b| b.is_ascii_hexdigit()) && !raw.trim().is_empty();
+        (valid && digits.len() <= Self::WIDTH)
+            .then(|| Sequencer(format!("{:0>width$}", digits.to_ascii_uppercase(), width = Self::WIDTH)))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// An object that was not indexed, and why: a bad object (ingest skips it and the event
 /// succeeds), or in a bulk run also an object whose batch failed after retries.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct NotIndexed {
     pub key: String,
     pub reason: String,
+    /// Why, as a class (a metric per class); `None` for a bulk batch that failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cause: Option<SkipCause>,
+}
+
+/// The classes of skipped objects, each counted by its own CloudWatch metric.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum SkipCause {
+    /// Gone before it was read (deleted after its event).
+    Missing,
+    /// Over `MAX_OBJECT_BYTES` or `MAX_IMAGE_PIXELS`.
+    TooLarge,
+    /// Not an image: its content type or its first bytes say so, or an unsupported format.
+    NotAnImage,
+    /// An image that cannot be decoded or prepared: corrupt, truncated, too slow, degenerate.
+    UnreadableImage,
+}
+
+impl SkipCause {
+    pub const ALL: [SkipCause; 4] =
+        [SkipCause::Missing, SkipCause::TooLarge, SkipCause::NotAnImage, SkipCause::UnreadableImage];
+
+    /// The metric that counts this class.
+    pub fn metric(self) -> &'static str {
+        match self {
+            SkipCause::Missing => "SkippedMissing",
+            SkipCause::TooLarge => "SkippedTooLarge",
+            SkipCause::NotAnImage => "SkippedNotAnImage",
+            SkipCause::UnreadableImage => "SkippedUnreadableImage",
+        }
+    }
 }
 
 /// Primary key of an object: SHA-256 of bucket and key, hex. Keys up to 1024 bytes map to a fixed 64 characters.
@@ -84,6 +143,21 @@ mod tests {
         assert_eq!(record_id("b", "k"), "265def662ae3808168044d68d81cc945eebb382c7a3622ea0c50f92672565192");
         assert_ne!(record_id("ab", "c"), record_id("a", "bc"));
         assert_eq!(record_id("b", &"x".repeat(1024)).len(), 64);
+    }
+
+    #[test]
+    fn sequencers_compare_as_s3_says_after_left_padding() {
+        let seq = |s: &str| Sequencer::parse(s).unwrap();
+        assert!(seq("0055AED6DCD90281E5") < seq("0055AED6DCD90281E6"));
+        // Different lengths: the shorter is padded on the left, so it may be the later one.
+        assert!(seq("FF") < seq("0100"));
+        assert!(seq("9") < seq("10"));
+        assert_eq!(seq("00ab"), seq("AB"));
+        assert_eq!(seq("1").as_str().len(), Sequencer::WIDTH);
+        for bad in ["", "  ", "xyz", "12 34", "0x12", &"f".repeat(33)] {
+            assert_eq!(Sequencer::parse(bad), None, "{bad:?}");
+        }
+        assert!(Sequencer::parse(&format!("{}{}", "0".repeat(40), "f".repeat(32))).is_some());
     }
 
     #[test]

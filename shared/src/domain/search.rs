@@ -285,6 +285,9 @@ mod tests {
         async fn get(&self, bucket: &str, key: &str, _: u64) -> Result<crate::store::StoredObject, StoreError> {
             Err(StoreError::NotFound { bucket: bucket.into(), key: key.into() })
         }
+        async fn head(&self, _: &str, _: &str) -> Result<Option<String>, StoreError> {
+            Ok(None)
+        }
         async fn list(&self, _: &str, _: &str) -> Result<Vec<crate::store::ListedObject>, StoreError> {
             Ok(Vec::new())
         }
@@ -305,6 +308,7 @@ mod tests {
             width: 1,
             height: 1,
             indexed_at_ms: 0,
+            sequencer: None,
             vector: vector.to_vec(),
         }
     }

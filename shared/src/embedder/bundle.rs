@@ -159,6 +159,52 @@ impl ModelBundle {
     }
 }
 
+/// Which model made a collection's vectors: its name and a hash of its `config.json`. Both towers
+/// have the config, so ingest and search compute the same identity. Two models with another
+/// dimension already differ in the schema; this catches the ones with the same dimension
+/// (ViT-B-32 openai vs laion2b), whose vectors would mix silently.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelIdentity {
+    pub name: String,
+    /// SHA-256 of the config with its keys sorted and no whitespace (hex, 16 digits), so
+    /// reformatting the file does not change it.
+    pub config_hash: String,
+}
+
+impl std::fmt::Display for ModelIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (config sha256 {})", self.name, self.config_hash)
+    }
+}
+
+impl ModelBundle {
+    /// The identity recorded in the collection; `name` overrides the bundle folder's name.
+    pub fn identity(&self, name: Option<&str>) -> Result<ModelIdentity, ModelError> {
+        use sha2::{Digest, Sha256};
+        let config: Value = read_json(&self.config_path(), "the model config with embed_dim")?;
+        let digest = Sha256::digest(canonical_json(&config).as_bytes());
+        Ok(ModelIdentity {
+            name: name.map(str::to_string).unwrap_or_else(|| self.name()),
+            config_hash: hex::encode(&digest[..8]),
+        })
+    }
+}
+
+/// JSON with object keys sorted at every level and no whitespace.
+fn canonical_json(value: &Value) -> String {
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<_> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            let inner: Vec<String> =
+                entries.iter().map(|(k, v)| format!("{}:{}", Value::String((*k).clone()), canonical_json(v))).collect();
+            format!("{{{}}}", inner.join(","))
+        }
+        Value::Array(items) => format!("[{}]", items.iter().map(canonical_json).collect::<Vec<_>>().join(",")),
+        other => other.to_string(),
+    }
+}
+
 /// open_clip's default text context, used when `text_cfg.context_length` is absent (as immich does).
 pub const DEFAULT_CONTEXT_LENGTH: usize = 77;
 
@@ -338,6 +384,21 @@ mod tests {
 
     fn preprocess(json: &str) -> Result<PreprocessConfig, ModelError> {
         PreprocessConfig::from_raw(serde_json::from_str(json).unwrap(), Path::new("visual/preprocess_cfg.json"))
+    }
+
+    #[test]
+    fn the_identity_ignores_formatting_and_changes_with_the_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let bundle = ModelBundle { root: dir.path().to_path_buf() };
+        let write = |text: &str| std::fs::write(dir.path().join(CONFIG_FILE), text).unwrap();
+        write(r#"{"embed_dim": 512, "text_cfg": {"width": 512, "context_length": 77}}"#);
+        let first = bundle.identity(Some("ViT-B-32__openai")).unwrap();
+        write("{\n  \"text_cfg\": {\"context_length\": 77, \"width\": 512},\n  \"embed_dim\": 512\n}");
+        assert_eq!(bundle.identity(Some("ViT-B-32__openai")).unwrap(), first);
+        write(r#"{"embed_dim": 512, "text_cfg": {"width": 768, "context_length": 77}}"#);
+        assert_ne!(bundle.identity(Some("ViT-B-32__openai")).unwrap().config_hash, first.config_hash);
+        assert_eq!(first.to_string(), format!("ViT-B-32__openai (config sha256 {})", first.config_hash));
+        assert_eq!(first.config_hash.len(), 16);
     }
 
     #[test]

@@ -11,7 +11,7 @@ pub mod preprocess;
 pub mod resample;
 pub mod tokenize;
 
-pub use bundle::{ModelBundle, ModelConfig, ModelError, PreprocessConfig, Tower};
+pub use bundle::{ModelBundle, ModelConfig, ModelError, ModelIdentity, PreprocessConfig, Tower};
 pub use clip::{ClipImageEncoder, ClipTextEncoder, ImageInputLayout, PreparedImage, DEFAULT_JPEG_REDUCTION_MARGIN};
 pub use decode::{DecodeLimits, DecodedImage, ImageError, SupportedFormat};
 pub use tokenize::{TextError, Tokens};

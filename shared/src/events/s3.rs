@@ -6,6 +6,7 @@ use aws_lambda_events::s3::S3Event;
 use percent_encoding::percent_decode_str;
 
 use crate::domain::ingest::{IngestError, IngestReport, Ingestor, ObjectChange};
+use crate::domain::record::{Sequencer, SkipCause};
 
 /// Every record of the event, applied in one batch.
 pub async fn ingest(ingestor: &Ingestor, event: &S3Event) -> Result<IngestReport, IngestError> {
@@ -26,17 +27,27 @@ pub async fn ingest_within(
 ) -> Result<IngestReport, IngestError> {
     let result =
         ingestor.apply_before(changes_from_event(event), retry_deadline(context.deadline, SystemTime::now())).await;
-    // Skips and failures as CloudWatch metrics, which the template's alarms watch.
-    let (skipped, failed) = match &result {
-        Ok(report) => (report.skipped.len() as u64, 0),
-        Err(_) => (0, 1),
-    };
-    let indexed = result.as_ref().map(|r| r.indexed.len() as u64).unwrap_or(0);
-    super::metrics::emit(
-        "ingest",
-        &[("ObjectsIndexed", indexed), ("ObjectsSkipped", skipped), ("IngestFailures", failed)],
-    );
+    super::metrics::emit("ingest", &outcome_metrics(&result));
     result
+}
+
+/// Skips (in total and per cause), failures and ignored events as CloudWatch metrics, which
+/// the template's alarms and dashboards watch.
+fn outcome_metrics(result: &Result<IngestReport, IngestError>) -> Vec<(&'static str, u64)> {
+    let count = |n: usize| n as u64;
+    let Ok(report) = result else {
+        return vec![("ObjectsIndexed", 0), ("ObjectsSkipped", 0), ("IngestFailures", 1)];
+    };
+    let mut metrics = vec![
+        ("ObjectsIndexed", count(report.indexed.len())),
+        ("ObjectsSkipped", count(report.skipped.len())),
+        ("IngestFailures", 0),
+        ("EventsSuperseded", count(report.superseded.len())),
+    ];
+    for cause in SkipCause::ALL {
+        metrics.push((cause.metric(), count(report.skipped.iter().filter(|s| s.cause == Some(cause)).count())));
+    }
+    metrics
 }
 
 /// The last moment to start a retry, from Lambda's deadline (milliseconds since the epoch).
@@ -70,11 +81,16 @@ pub fn changes_from_event(event: &S3Event) -> Vec<ObjectChange> {
             continue;
         };
         let key = decode_s3_key(raw_key);
+        let raw_sequencer = record.s3.object.sequencer.as_deref();
+        let sequencer = raw_sequencer.and_then(Sequencer::parse);
+        if sequencer.is_none() && raw_sequencer.is_some() {
+            tracing::warn!(key = %key, sequencer = ?raw_sequencer, "S3 record with a malformed sequencer; applied unordered");
+        }
         if name.starts_with("ObjectCreated:") {
             let etag = record.s3.object.e_tag.clone();
-            changes.push(ObjectChange::Created { bucket: bucket.to_string(), key, etag });
+            changes.push(ObjectChange::Created { bucket: bucket.to_string(), key, etag, sequencer });
         } else if name.starts_with("ObjectRemoved:") {
-            changes.push(ObjectChange::Removed { bucket: bucket.to_string(), key });
+            changes.push(ObjectChange::Removed { bucket: bucket.to_string(), key, sequencer });
         } else {
             tracing::info!(event_name = name, key = %key, "S3 event type not handled, ignored");
         }

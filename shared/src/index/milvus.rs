@@ -5,6 +5,9 @@
 //! on the next call, so a container started while Milvus was down recovers by itself. Containers
 //! that start together may race to create the collection: the losers check what the winner made.
 //!
+//! The collection records which model made its vectors ([`ModelIdentity`], in two collection
+//! properties) and refuses another model, which would mix vectors of two spaces.
+//!
 //! Milvus Lite gaps handled here (see docs/milvus.md): `create_index` is sent without waiting
 //! (`sync(false)`), deletes use a filter expression instead of `ids(..)` (which the SDK sends
 //! as a filter template Lite cannot parse), and `has_collection` replaces `list_collections`.
@@ -19,24 +22,47 @@ use std::result::Result;
 use tokio::sync::OnceCell;
 use tonic::Code;
 
-use super::{IndexError, IndexedObject, SearchQuery, VectorIndex};
+use super::{Deletion, IndexError, IndexedObject, IndexedVersion, SearchQuery, VectorIndex};
 use crate::config::MilvusConfig;
-use crate::domain::record::{ImageHit, ImageRecord, SearchFilter};
+use crate::domain::record::{ImageHit, ImageRecord, SearchFilter, Sequencer};
+use crate::embedder::ModelIdentity;
 
 const VECTOR: &str = "vector";
-const OUTPUT_FIELDS: [&str; 10] =
-    ["id", "bucket", "key", "size", "etag", "content_type", "last_modified", "width", "height", "indexed_at"];
+const OUTPUT_FIELDS: [&str; 11] = [
+    "id",
+    "bucket",
+    "key",
+    "size",
+    "etag",
+    "content_type",
+    "last_modified",
+    "width",
+    "height",
+    "indexed_at",
+    "sequencer",
+];
+
+/// The collection properties that record the model (Milvus Lite keeps properties, not descriptions).
+const MODEL_PROPERTY: &str = "clip_search.model";
+const MODEL_CONFIG_PROPERTY: &str = "clip_search.model_config_sha256";
 
 pub struct MilvusIndex {
     connect: ConnectConfig,
     collection: String,
     dim: usize,
+    model: ModelIdentity,
     client: OnceCell<ClientV2>,
 }
 
 impl MilvusIndex {
-    /// Prepares the client; nothing is sent until the first call. `dim` is the model's embedding size.
-    pub async fn new(config: &MilvusConfig, token: Option<String>, dim: usize) -> Result<Self, IndexError> {
+    /// Prepares the client; nothing is sent until the first call. `dim` is the model's embedding
+    /// size and `model` its identity, recorded in a collection this index creates.
+    pub async fn new(
+        config: &MilvusConfig,
+        token: Option<String>,
+        dim: usize,
+        model: ModelIdentity,
+    ) -> Result<Self, IndexError> {
         let mut connect = ConnectConfig::new()
             .uri(config.uri.clone())
             .connect_timeout(config.timeout.min(Duration::from_secs(5)))
@@ -45,7 +71,7 @@ impl MilvusIndex {
         if let Some(token) = token {
             connect = connect.token(token);
         }
-        Ok(MilvusIndex { connect, collection: config.collection.clone(), dim, client: OnceCell::new() })
+        Ok(MilvusIndex { connect, collection: config.collection.clone(), dim, model, client: OnceCell::new() })
     }
 
     /// Connects and checks the collection now, so the first request does not pay for it. A failure
@@ -86,6 +112,7 @@ impl MilvusIndex {
             let request = CreateCollectionRequest::builder()
                 .collection_name(name)
                 .schema(self.schema())
+                .properties(model_properties(&self.model))
                 .build()
                 .map_err(classify)?;
             match client.create_collection(request).await {
@@ -102,7 +129,26 @@ impl MilvusIndex {
             .describe_collection(DescribeCollectionRequest::builder().collection_name(name).build().map_err(classify)?)
             .await
             .map_err(classify)?;
-        let fields = description.description().get_schema().get_fields();
+        let schema = description.description().get_schema();
+        match model_of(description.description().get_properties()) {
+            Some(recorded) if recorded == self.model => {}
+            Some(recorded) => {
+                return Err(self.incompatible(format!(
+                    "its vectors were made by the model {recorded}, not by {}; embeddings of two models \
+                     cannot be compared: use another MILVUS_COLLECTION for this model, or the same model \
+                     (MODEL_NAME sets the name recorded)",
+                    self.model
+                )))
+            }
+            None => {
+                return Err(self.incompatible(format!(
+                    "it does not record which model made its vectors (made by an older version); \
+                     use another MILVUS_COLLECTION for {} and backfill it",
+                    self.model
+                )))
+            }
+        }
+        let fields = schema.get_fields();
         let vector = fields
             .iter()
             .find(|f| f.get_name() == VECTOR)
@@ -191,6 +237,7 @@ impl MilvusIndex {
             .add_field(int("width"))
             .add_field(int("height"))
             .add_field(int("indexed_at").description("ms since the epoch"))
+            .add_field(text("sequencer", Sequencer::WIDTH as u32).description("S3 event order; empty when unknown"))
             .add_field(FieldSchema::new().name(VECTOR).data_type(DataType::FloatVector).dimension(self.dim as u32))
     }
 
@@ -218,6 +265,37 @@ impl MilvusIndex {
         format!("id in [{}]", quoted.join(", "))
     }
 }
+
+/// The collection properties that record `model`.
+fn model_properties(model: &ModelIdentity) -> HashMap<String, String> {
+    HashMap::from([
+        (MODEL_PROPERTY.to_string(), model.name.clone()),
+        (MODEL_CONFIG_PROPERTY.to_string(), model.config_hash.clone()),
+    ])
+}
+
+/// The model a collection's properties record, if they record one.
+fn model_of(properties: &HashMap<String, String>) -> Option<ModelIdentity> {
+    Some(ModelIdentity {
+        name: properties.get(MODEL_PROPERTY)?.clone(),
+        config_hash: properties.get(MODEL_CONFIG_PROPERTY)?.clone(),
+    })
+}
+
+/// One deletion as an expression: its id and each of its conditions.
+fn deletion_expression(deletion: &Deletion) -> String {
+    let mut parts = vec![format!("id == \"{}\"", escape(&deletion.id))];
+    if let Some(etag) = &deletion.etag {
+        parts.push(format!("etag == \"{}\"", escape(etag)));
+    }
+    if let Some(limit) = &deletion.not_newer_than {
+        parts.push(format!("sequencer <= \"{}\"", escape(limit.as_str())));
+    }
+    format!("({})", parts.join(" and "))
+}
+
+/// Conditional deletions per delete request: each is ~250 characters of expression.
+const DELETIONS_PER_REQUEST: usize = 100;
 
 /// Escapes a value for a double-quoted string literal in a Milvus filter expression.
 pub fn escape(value: &str) -> String {
@@ -271,7 +349,8 @@ impl VectorIndex for MilvusIndex {
                 json!({
                     "id": r.id, "bucket": r.bucket, "key": r.key, "size": r.size, "etag": r.etag,
                     "content_type": r.content_type, "last_modified": r.last_modified_ms,
-                    "width": r.width, "height": r.height, "indexed_at": r.indexed_at_ms, "vector": r.vector,
+                    "width": r.width, "height": r.height, "indexed_at": r.indexed_at_ms,
+                    "sequencer": r.sequencer.as_ref().map(Sequencer::as_str).unwrap_or(""), "vector": r.vector,
                 })
             })
             .collect();
@@ -281,21 +360,32 @@ impl VectorIndex for MilvusIndex {
         Ok(())
     }
 
-    async fn delete(&self, ids: &[String]) -> Result<(), IndexError> {
-        if ids.is_empty() {
+    async fn delete_if(&self, deletions: &[Deletion]) -> Result<(), IndexError> {
+        if deletions.is_empty() {
             return Ok(());
         }
         let client = self.client().await?;
-        let request = DeleteRequest::builder()
-            .collection_name(self.collection.as_str())
-            .filter(Self::id_filter(ids))
-            .build()
-            .map_err(classify)?;
-        client.delete(request).await.map_err(classify)?;
+        let (plain, conditional): (Vec<&Deletion>, Vec<&Deletion>) =
+            deletions.iter().partition(|d| d.etag.is_none() && d.not_newer_than.is_none());
+        let mut filters = Vec::new();
+        if !plain.is_empty() {
+            filters.push(Self::id_filter(&plain.iter().map(|d| d.id.clone()).collect::<Vec<_>>()));
+        }
+        for chunk in conditional.chunks(DELETIONS_PER_REQUEST) {
+            filters.push(chunk.iter().map(|d| deletion_expression(d)).collect::<Vec<_>>().join(" or "));
+        }
+        for filter in filters {
+            let request = DeleteRequest::builder()
+                .collection_name(self.collection.as_str())
+                .filter(filter)
+                .build()
+                .map_err(classify)?;
+            client.delete(request).await.map_err(classify)?;
+        }
         Ok(())
     }
 
-    async fn etags(&self, ids: &[String]) -> Result<HashMap<String, String>, IndexError> {
+    async fn versions(&self, ids: &[String]) -> Result<HashMap<String, IndexedVersion>, IndexError> {
         if ids.is_empty() {
             return Ok(HashMap::new());
         }
@@ -303,20 +393,22 @@ impl VectorIndex for MilvusIndex {
         let request = QueryRequest::builder()
             .collection_name(self.collection.as_str())
             .filter(Self::id_filter(ids))
-            .output_fields(["id", "etag"])
-            // A duplicate event right after the first must see its upsert.
+            .output_fields(["id", "etag", "sequencer"])
             .consistency_level(ConsistencyLevel::Strong)
             .build()
             .map_err(classify)?;
         let response = client.query(request).await.map_err(classify)?;
-        let mut etags = HashMap::new();
+        let mut versions = HashMap::new();
         for row in response.results().rows().map_err(classify)? {
-            etags.insert(
+            versions.insert(
                 row.get_str("id").map_err(classify)?.to_string(),
-                row.get_str("etag").map_err(classify)?.to_string(),
+                IndexedVersion {
+                    etag: row.get_str("etag").map_err(classify)?.to_string(),
+                    sequencer: Sequencer::parse(row.get_str("sequencer").map_err(classify)?),
+                },
             );
         }
-        Ok(etags)
+        Ok(versions)
     }
 
     async fn search(&self, query: &SearchQuery<'_>) -> Result<Vec<ImageHit>, IndexError> {
@@ -438,6 +530,7 @@ fn record_from_row(row: &ResultRow<'_>, with_vector: bool) -> Result<ImageRecord
         width: int("width")?,
         height: int("height")?,
         indexed_at_ms: int("indexed_at")?,
+        sequencer: Sequencer::parse(&text("sequencer")?),
         vector: match with_vector {
             true => row.get_float_vector(VECTOR).map_err(classify)?.to_vec(),
             false => Vec::new(),
@@ -546,6 +639,24 @@ mod tests {
                 prop_assert_eq!(found, vec![prefix.clone(), format!("{prefix}{}", char::MAX), content_type, exclude_id]);
             }
         }
+    }
+
+    #[test]
+    fn the_properties_record_the_model_and_read_back() {
+        let model = ModelIdentity { name: "ViT-B-32 openai".into(), config_hash: "0123456789abcdef".into() };
+        assert_eq!(model_of(&model_properties(&model)), Some(model));
+        assert_eq!(model_of(&HashMap::new()), None);
+    }
+
+    #[test]
+    fn deletions_carry_their_conditions() {
+        let seq = Sequencer::parse("AB").unwrap();
+        let deletion = Deletion { id: "i".into(), etag: Some("e\"".into()), not_newer_than: Some(seq.clone()) };
+        assert_eq!(
+            deletion_expression(&deletion),
+            format!(r#"(id == "i" and etag == "e\"" and sequencer <= "{}")"#, seq.as_str())
+        );
+        assert_eq!(deletion_expression(&Deletion::any("i")), r#"(id == "i")"#);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 pub use milvus::MilvusIndex;
 
-use crate::domain::record::{ImageHit, ImageRecord, SearchFilter};
+use crate::domain::record::{ImageHit, ImageRecord, SearchFilter, Sequencer};
 use crate::domain::retry::Transient;
 
 /// A nearest-neighbour query: ranks `offset..offset + limit` of the records that pass `filter`.
@@ -45,6 +45,38 @@ pub struct IndexedObject {
     pub etag: String,
 }
 
+/// The version of an object the index holds: what ingest compares an event with before it downloads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexedVersion {
+    pub etag: String,
+    pub sequencer: Option<Sequencer>,
+}
+
+/// A record to delete, but only if it is still the version the caller decided on: Milvus has no
+/// transactions, so each condition is part of the delete itself and a record written meanwhile
+/// by a newer event survives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deletion {
+    pub id: String,
+    /// Only if the record still has this ETag.
+    pub etag: Option<String>,
+    /// Only if the record's sequencer is not newer than this (a record without one counts as oldest).
+    pub not_newer_than: Option<Sequencer>,
+}
+
+impl Deletion {
+    /// Deletes the record whatever it holds.
+    pub fn any(id: impl Into<String>) -> Self {
+        Deletion { id: id.into(), etag: None, not_newer_than: None }
+    }
+
+    /// Whether a record with this ETag and sequencer meets the conditions.
+    pub fn applies_to(&self, etag: &str, sequencer: Option<&Sequencer>) -> bool {
+        self.etag.as_deref().is_none_or(|e| e == etag)
+            && self.not_newer_than.as_ref().is_none_or(|limit| sequencer.is_none_or(|s| s <= limit))
+    }
+}
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum IndexError {
     #[error("Milvus is unavailable: {0}")]
@@ -65,9 +97,20 @@ impl Transient for IndexError {
 pub trait VectorIndex: Send + Sync {
     /// Inserts or replaces records by id.
     async fn upsert(&self, records: &[ImageRecord]) -> Result<(), IndexError>;
-    async fn delete(&self, ids: &[String]) -> Result<(), IndexError>;
+    /// Deletes each record that meets its [`Deletion`]'s conditions; the others stay.
+    async fn delete_if(&self, deletions: &[Deletion]) -> Result<(), IndexError>;
+    /// The version stored for each id that is indexed (read strongly: a duplicate event right
+    /// after the first must see its upsert).
+    async fn versions(&self, ids: &[String]) -> Result<HashMap<String, IndexedVersion>, IndexError>;
+
+    /// Deletes these records whatever they hold (tools and tests; ingest deletes conditionally).
+    async fn delete(&self, ids: &[String]) -> Result<(), IndexError> {
+        self.delete_if(&ids.iter().map(Deletion::any).collect::<Vec<_>>()).await
+    }
     /// The ETag stored for each id that is indexed.
-    async fn etags(&self, ids: &[String]) -> Result<HashMap<String, String>, IndexError>;
+    async fn etags(&self, ids: &[String]) -> Result<HashMap<String, String>, IndexError> {
+        Ok(self.versions(ids).await?.into_iter().map(|(id, v)| (id, v.etag)).collect())
+    }
     /// The records most similar (cosine) to the query vector that pass its filter, best first.
     async fn search(&self, query: &SearchQuery<'_>) -> Result<Vec<ImageHit>, IndexError>;
     /// The records of `key` (one per bucket that holds it), with their vectors.
@@ -112,18 +155,26 @@ pub(crate) mod memory {
             }
             Ok(())
         }
-        async fn delete(&self, ids: &[String]) -> Result<(), IndexError> {
+        async fn delete_if(&self, deletions: &[Deletion]) -> Result<(), IndexError> {
             self.check()?;
             let mut map = self.records.lock().unwrap();
-            ids.iter().for_each(|id| {
-                map.remove(id);
-            });
+            for deletion in deletions {
+                if map.get(&deletion.id).is_some_and(|r| deletion.applies_to(&r.etag, r.sequencer.as_ref())) {
+                    map.remove(&deletion.id);
+                }
+            }
             Ok(())
         }
-        async fn etags(&self, ids: &[String]) -> Result<HashMap<String, String>, IndexError> {
+        async fn versions(&self, ids: &[String]) -> Result<HashMap<String, IndexedVersion>, IndexError> {
             self.check()?;
             let map = self.records.lock().unwrap();
-            Ok(ids.iter().filter_map(|id| map.get(id).map(|r| (id.clone(), r.etag.clone()))).collect())
+            Ok(ids
+                .iter()
+                .filter_map(|id| {
+                    let r = map.get(id)?;
+                    Some((id.clone(), IndexedVersion { etag: r.etag.clone(), sequencer: r.sequencer.clone() }))
+                })
+                .collect())
         }
         async fn search(&self, query: &SearchQuery<'_>) -> Result<Vec<ImageHit>, IndexError> {
             self.check()?;

@@ -59,6 +59,9 @@ impl Transient for StoreError {
 pub trait ObjectStore: Send + Sync {
     /// Downloads an object, refusing (before reading the body) one larger than `max_bytes`.
     async fn get(&self, bucket: &str, key: &str, max_bytes: u64) -> Result<StoredObject, StoreError>;
+    /// The object's current ETag (without quotes), or `None` when it does not exist: the bucket is
+    /// the judge whenever events may have arrived out of order.
+    async fn head(&self, bucket: &str, key: &str) -> Result<Option<String>, StoreError>;
     /// Every object under `prefix` (folder markers ending in `/` left out), in key order.
     async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ListedObject>, StoreError>;
     /// A GET URL valid for `ttl`, signed locally (no request is made).

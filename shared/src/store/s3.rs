@@ -111,6 +111,16 @@ impl ObjectStore for S3Store {
         Ok(StoredObject { size: bytes.len() as u64, bytes, etag, content_type, last_modified_ms })
     }
 
+    async fn head(&self, bucket: &str, key: &str) -> Result<Option<String>, StoreError> {
+        match self.client.head_object().bucket(bucket).key(key).send().await {
+            Ok(output) => Ok(Some(output.e_tag().map(normalize_etag).unwrap_or_default())),
+            Err(e) => match classify(e, bucket, key) {
+                StoreError::NotFound { .. } => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
+
     async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ListedObject>, StoreError> {
         let mut pages = self.client.list_objects_v2().bucket(bucket).prefix(prefix).into_paginator().send();
         let mut objects = Vec::new();

@@ -36,6 +36,7 @@ fn records(bucket: &str, count: usize) -> Vec<ImageRecord> {
                 width: 1,
                 height: 1,
                 indexed_at_ms: 0,
+                sequencer: None,
                 vector,
             }
         })

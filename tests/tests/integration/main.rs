@@ -11,6 +11,8 @@
 //! - the HTTP API's contract: `openapi` (the committed OpenAPI document; its live test uses the stack);
 //! - the use cases with real adapters (the local stack's SeaweedFS and Milvus Lite):
 //!   - `ingest_handler`: S3 events through ingest into Milvus;
+//!   - `consistency`: reordered, repeated and racing events, bad overwrites, one model per collection;
+//!   - `faults`: Milvus and S3 faults through fault-injecting proxies, then the failure queue replayed;
 //!   - `search_handler`: the search API on API Gateway v1 and v2 requests;
 //!   - `search_params`: every `/search` parameter;
 //!   - `ranking`: results against a brute-force ranking of the golden embeddings;
@@ -27,6 +29,8 @@
 
 mod bad_input;
 mod browser;
+mod consistency;
+mod faults;
 mod full_path;
 mod fuzz_regressions;
 mod hostile;

@@ -336,7 +336,12 @@ async fn live_responses_validate_against_the_documented_schemas() {
     }
     let changes = objects
         .iter()
-        .map(|(key, ..)| ObjectChange::Created { bucket: bucket.clone(), key: key.to_string(), etag: None })
+        .map(|(key, ..)| ObjectChange::Created {
+            bucket: bucket.clone(),
+            key: key.to_string(),
+            etag: None,
+            sequencer: None,
+        })
         .collect();
     let report = ingestor(&s3, index.clone()).apply(changes).await.expect("ingest");
     assert_eq!(report.indexed.len(), objects.len(), "{report:?}");

@@ -112,7 +112,7 @@ async fn setup(stack: &Stack, name: &str, objects: &[Object]) -> Setup {
     let index = stack.milvus(&unique(name), DIM).await;
     let changes = objects
         .iter()
-        .map(|o| ObjectChange::Created { bucket: bucket.clone(), key: o.key.to_string(), etag: None })
+        .map(|o| ObjectChange::Created { bucket: bucket.clone(), key: o.key.to_string(), etag: None, sequencer: None })
         .collect();
     let report = ingestor(&s3, index.clone()).apply(changes).await.expect("ingest");
     assert!(report.skipped.is_empty(), "every object is indexed: {:?}", report.skipped);
