@@ -5,9 +5,11 @@
 //! (defaults in the README's configuration table).
 //!
 //! As Lambda's asynchronous invocation does, the bridge takes the event at once (202), invokes
-//! ingest concurrently with other events (so their order is not guaranteed, as in AWS), retries
+//! ingest concurrently with other events, up to `BRIDGE_CONCURRENCY` at once (so their order is
+//! not guaranteed, as in AWS; the others wait their turn), retries
 //! a failed invocation with backoff and, when every attempt failed, parks the event in the
-//! failure folder. `POST /replay` delivers the parked events again (a DLQ redrive).
+//! failure folder. `POST /replay` delivers the parked events again (a DLQ redrive), and so does
+//! a timer every `BRIDGE_REPLAY_INTERVAL_S`, so the local stack heals by itself once a fault ends.
 
 use std::sync::Arc;
 
@@ -24,11 +26,16 @@ struct Bridge {
     region: String,
     redelivery: Redelivery,
     failed: FailureQueue,
+    /// One replay at a time: the timer's and `POST /replay` must not deliver the same file twice.
+    replaying: tokio::sync::Mutex<()>,
+    /// Invocations in flight: a burst of uploads queues here instead of flooding the function.
+    in_flight: tokio::sync::Semaphore,
 }
 
 impl Bridge {
     /// One invocation of ingest; a function error counts as a failure, as it does for Lambda's retries.
     async fn invoke(&self, event: &Value) -> Result<(), String> {
+        let _turn = self.in_flight.acquire().await.map_err(|e| e.to_string())?;
         let response = self.client.post(&self.invoke_url).json(event).send().await.map_err(|e| e.to_string())?;
         let status = response.status();
         let function_error = response.headers().get("x-amz-function-error").is_some();
@@ -39,6 +46,16 @@ impl Bridge {
         } else {
             Err(format!("HTTP {}: {body}", status.as_u16()))
         }
+    }
+
+    /// Delivers every parked event again.
+    async fn replay(self: &Arc<Self>) -> std::io::Result<bridge::delivery::ReplayReport> {
+        let _one_at_a_time = self.replaying.lock().await;
+        let invoke = |event: Value| {
+            let bridge = self.clone();
+            async move { bridge.invoke(&event).await }
+        };
+        replay(&self.failed, &self.redelivery, invoke).await
     }
 
     /// Delivers with retries; parks the event when every attempt failed.
@@ -71,11 +88,7 @@ async fn webhook(State(bridge): State<Arc<Bridge>>, Json(payload): Json<Value>) 
 
 /// Delivers the parked events again; answers with how many went through and how many still fail.
 async fn replay_parked(State(bridge): State<Arc<Bridge>>) -> (StatusCode, Json<Value>) {
-    let invoke = |event: Value| {
-        let bridge = bridge.clone();
-        async move { bridge.invoke(&event).await }
-    };
-    match replay(&bridge.failed, &bridge.redelivery, invoke).await {
+    match bridge.replay().await {
         Ok(report) => (StatusCode::OK, Json(serde_json::to_value(report).unwrap_or_default())),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, Json(serde_json::json!({"error": e.to_string()}))),
     }
@@ -93,7 +106,28 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         region: config.region,
         redelivery: Redelivery { attempts: config.attempts, first_delay: config.retry_delay },
         failed: FailureQueue::new(config.failed_dir),
+        replaying: tokio::sync::Mutex::new(()),
+        in_flight: tokio::sync::Semaphore::new(config.concurrency),
     });
+    if let Some(every) = config.replay_interval {
+        let bridge = bridge.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                if bridge.failed.parked().map(|p| p.is_empty()).unwrap_or(true) {
+                    continue;
+                }
+                match bridge.replay().await {
+                    Ok(report) => tracing::info!(
+                        delivered = report.delivered,
+                        still_failing = report.still_failing,
+                        "parked events replayed"
+                    ),
+                    Err(e) => tracing::error!(error = %e, "replaying the parked events failed"),
+                }
+            }
+        });
+    }
     let app = Router::new()
         .route("/webhook", post(webhook))
         .route("/replay", post(replay_parked))

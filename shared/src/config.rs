@@ -90,6 +90,11 @@ pub struct BridgeConfig {
     pub retry_delay: Duration,
     /// The local failure queue: events that failed every delivery, one JSON file each.
     pub failed_dir: PathBuf,
+    /// How often the parked events are replayed by themselves (`None`: only on `POST /replay`).
+    pub replay_interval: Option<Duration>,
+    /// Invocations in flight at once; further events wait their turn in the bridge, as they do
+    /// in Lambda's asynchronous queue when a function is at its concurrency limit.
+    pub concurrency: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -237,6 +242,16 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
                 "a whole number of milliseconds, at least 1",
             )?),
             failed_dir: PathBuf::from(self.get("BRIDGE_FAILED_DIR").unwrap_or_else(|| ".local/failed-events".into())),
+            concurrency: self.number("BRIDGE_CONCURRENCY", 4, "a whole number of invocations, at least 1")?.min(256)
+                as usize,
+            replay_interval: match self.get("BRIDGE_REPLAY_INTERVAL_S").as_deref() {
+                Some("0") => None,
+                _ => Some(Duration::from_secs(self.number(
+                    "BRIDGE_REPLAY_INTERVAL_S",
+                    30,
+                    "a whole number of seconds (0 turns automatic replays off)",
+                )?)),
+            },
         })
     }
 
