@@ -102,7 +102,7 @@ pub async fn search(
         collection: collection.clone(),
     };
     // Built once, as `lambda_http::run` does; each request goes to a clone (the router is shared).
-    let api = shared::http::service::<lambda_http::Body>(Arc::new(searcher));
+    let api = shared::http::service::<lambda_http::Body>(Arc::new(searcher), tests::test_cursor_key());
     let query = |i: usize| queries[i % queries.len()].as_str();
     // Warm-up: the first search loads the collection and the first inference allocates.
     for i in 0..3 {

@@ -171,7 +171,9 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             let mut request = SearchRequest::text("", k as usize);
             request.by = by;
             request.filter.prefix = prefix.filter(|p| !p.is_empty());
-            let response = SearchResponse::new(&request, searcher.search(&request).await?);
+            // The next page's cursor, signed as the API signs it (the same CURSOR_SIGNING_KEY makes it valid there).
+            let cursors = shared::wiring::cursor_key_from_env().await?;
+            let response = SearchResponse::new(&request, searcher.search(&request).await?, &cursors);
             if json {
                 println!("{}", serde_json::to_string_pretty(&response)?);
             } else {
@@ -211,11 +213,12 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
         }
         Command::Serve { listen } => {
             let searcher = Arc::new(shared::wiring::searcher_from_env().await?);
+            let cursors = shared::wiring::cursor_key_from_env().await?;
             let listener =
                 tokio::net::TcpListener::bind(&listen).await.map_err(|e| format!("listen on {listen}: {e}"))?;
             eprintln!("serving the search page on http://{}/ (Ctrl-C stops)", listener.local_addr()?);
             // The router the search Lambda runs, with the same routing by the last path segment.
-            let app = axum::ServiceExt::into_make_service(shared::http::service::<axum::body::Body>(searcher));
+            let app = axum::ServiceExt::into_make_service(shared::http::service::<axum::body::Body>(searcher, cursors));
             axum::serve(listener, app).with_graceful_shutdown(ctrl_c()).await?;
             Ok(ExitCode::SUCCESS)
         }

@@ -12,7 +12,7 @@ use shared::embedder::decode::{
 };
 use shared::embedder::preprocess::Preprocessor;
 use shared::events::{changes_from_event, decode_s3_key, S3Event};
-use shared::http::{parse_search_request, SearchInput};
+use shared::http::{parse_search_request, CursorKey, SearchInput};
 
 /// A small pixel cap keeps each run fast and lets the fuzzer reach the cap's edges.
 pub const FUZZ_MAX_PIXELS: u64 = 4_000_000;
@@ -64,8 +64,11 @@ pub fn search_request(data: &[u8]) {
         Some((_, rest)) => SearchInput::JsonBody(rest),
         None => SearchInput::Query(None),
     };
-    match parse_search_request(input) {
+    // A fixed key: a fuzzed cursor must be refused unless the fuzzer forges a signature, which it cannot.
+    let cursors = CursorKey::from_secret("the fuzz target's cursor signing key");
+    match parse_search_request(input, &cursors) {
         Ok(request) => {
+            assert_eq!(request.offset, 0, "only a signed cursor moves the offset");
             assert!((1..=100).contains(&request.k), "k = {} out of bounds", request.k);
             assert!(request.offset < shared::index::MAX_RESULT_WINDOW, "offset {} past the window", request.offset);
         }

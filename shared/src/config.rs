@@ -68,6 +68,10 @@ pub struct IngestConfig {
 #[derive(Debug, Clone)]
 pub struct SearchConfig {
     pub url_ttl: Duration,
+    /// The secret that signs paging cursors (`CURSOR_SIGNING_KEY`).
+    pub cursor_secret: Option<String>,
+    /// A Secrets Manager secret holding it (`CURSOR_SIGNING_KEY_SECRET_ARN`), preferred.
+    pub cursor_secret_arn: Option<String>,
 }
 
 /// S3 client settings beyond the standard AWS environment (region, credentials, `AWS_ENDPOINT_URL_S3`).
@@ -225,7 +229,21 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
 
     pub fn search(&self) -> Result<SearchConfig, ConfigError> {
         let ttl = self.number("URL_TTL_SECONDS", DEFAULT_URL_TTL.as_secs(), "a whole number of seconds")?;
-        Ok(SearchConfig { url_ttl: Duration::from_secs(ttl).min(MAX_URL_TTL) })
+        let cursor_secret = self.get("CURSOR_SIGNING_KEY");
+        if let Some(secret) = &cursor_secret {
+            if secret.len() < 32 {
+                return Err(ConfigError::Invalid {
+                    name: "CURSOR_SIGNING_KEY",
+                    value: "(hidden)".into(),
+                    expected: "a secret of at least 32 characters, e.g. `openssl rand -hex 32`",
+                });
+            }
+        }
+        Ok(SearchConfig {
+            url_ttl: Duration::from_secs(ttl).min(MAX_URL_TTL),
+            cursor_secret,
+            cursor_secret_arn: self.get("CURSOR_SIGNING_KEY_SECRET_ARN"),
+        })
     }
 
     pub fn bridge(&self) -> Result<BridgeConfig, ConfigError> {
@@ -300,6 +318,15 @@ mod tests {
         assert_eq!(e.ingest().unwrap().max_object_bytes, DEFAULT_MAX_OBJECT_BYTES);
         assert!(!e.s3().unwrap().force_path_style);
         assert_eq!(c.model_name, None, "the bundle folder names the model");
+        assert_eq!(e.search().unwrap().cursor_secret, None, "a random key per container");
+    }
+
+    #[test]
+    fn a_short_cursor_key_is_refused_without_showing_it() {
+        let err = env(&[("CURSOR_SIGNING_KEY", "short-secret")]).search().unwrap_err().to_string();
+        assert!(err.contains("at least 32 characters") && !err.contains("short-secret"), "{err}");
+        let long = "x".repeat(32);
+        assert_eq!(env(&[("CURSOR_SIGNING_KEY", &long)]).search().unwrap().cursor_secret, Some(long));
     }
 
     #[test]

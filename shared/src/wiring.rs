@@ -10,6 +10,7 @@ use crate::domain::search::Searcher;
 use crate::embedder::{
     ClipImageEncoder, ClipTextEncoder, ModelBundle, ModelError, Tower, DEFAULT_JPEG_REDUCTION_MARGIN,
 };
+use crate::http::CursorKey;
 use crate::index::{IndexError, MilvusIndex};
 use crate::store::{S3Store, StoreError};
 use crate::ConfigError;
@@ -77,18 +78,40 @@ async fn milvus(
 
 /// The secret is the token itself, or JSON with a `token` field (or `username` and `password`).
 async fn secret_token(arn: &str) -> Result<String, SetupError> {
+    let raw = secret_string(arn).await?;
+    token_from_secret(&raw).ok_or_else(|| SetupError::Secret {
+        arn: arn.into(),
+        message: "expected the token, or JSON with `token` or `username` and `password`".into(),
+    })
+}
+
+/// A Secrets Manager secret's string value.
+async fn secret_string(arn: &str) -> Result<String, SetupError> {
     let shared = aws_config::load_from_env().await;
     let client = aws_sdk_secretsmanager::Client::new(&shared);
     let output = client.get_secret_value().secret_id(arn).send().await.map_err(|e| SetupError::Secret {
         arn: arn.into(),
         message: aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string(),
     })?;
-    let raw = output
+    output
         .secret_string()
-        .ok_or_else(|| SetupError::Secret { arn: arn.into(), message: "the secret has no string value".into() })?;
-    token_from_secret(raw).ok_or_else(|| SetupError::Secret {
-        arn: arn.into(),
-        message: "expected the token, or JSON with `token` or `username` and `password`".into(),
+        .map(str::to_string)
+        .ok_or_else(|| SetupError::Secret { arn: arn.into(), message: "the secret has no string value".into() })
+}
+
+/// The key that signs paging cursors: from the Secrets Manager secret, else `CURSOR_SIGNING_KEY`,
+/// else random for this container (its cursors are then refused by the others, and after a cold start).
+pub async fn cursor_key_from_env() -> Result<CursorKey, SetupError> {
+    let config = Env::process().search()?;
+    if let Some(arn) = &config.cursor_secret_arn {
+        return Ok(CursorKey::from_secret(secret_string(arn).await?.trim()));
+    }
+    Ok(match &config.cursor_secret {
+        Some(secret) => CursorKey::from_secret(secret),
+        None => {
+            tracing::info!("no CURSOR_SIGNING_KEY: cursors are signed with a key of this container only");
+            CursorKey::random()
+        }
     })
 }
 

@@ -487,13 +487,18 @@ impl Reply {
     }
 }
 
+/// The key that signs the cursors of [`call`]: one for every test, as one deployment shares one.
+pub fn test_cursor_key() -> shared::http::CursorKey {
+    shared::http::CursorKey::from_secret("the tests' cursor signing key, 32+ characters")
+}
+
 /// Sends `request` through the search API as the Lambda serves it ([`shared::http::service`]),
 /// with a Lambda context whose request id is [`REQUEST_ID`].
 pub async fn call(searcher: &Arc<Searcher>, request: lambda_http::Request) -> Reply {
     use tower::ServiceExt;
     let mut context = lambda_http::Context::default();
     context.request_id = REQUEST_ID.into();
-    let service = shared::http::service::<lambda_http::Body>(searcher.clone());
+    let service = shared::http::service::<lambda_http::Body>(searcher.clone(), test_cursor_key());
     let Ok(response) = service.oneshot(request.with_lambda_context(context)).await;
     let (parts, body) = response.into_parts();
     let bytes = axum::body::to_bytes(body, usize::MAX).await.expect("the response body reads");

@@ -9,5 +9,6 @@ use lambda_http::Error;
 async fn main() -> Result<(), Error> {
     shared::wiring::init_tracing();
     let searcher = shared::wiring::searcher_from_env().await?;
-    lambda_http::run(shared::http::service(Arc::new(searcher))).await
+    let cursors = shared::wiring::cursor_key_from_env().await?;
+    lambda_http::run(shared::http::service(Arc::new(searcher), cursors)).await
 }

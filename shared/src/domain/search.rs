@@ -210,7 +210,12 @@ impl Searcher {
                 }
             }
             let exhausted = exhausted || window == MAX_DEDUP_WINDOW;
-            let groups = collapse_duplicates(above(hits.clone(), request.min_score));
+            // Up to MAX_DEDUP_WINDOW² / 2 (2 M) vector comparisons when nothing collapses: CPU
+            // work, kept off the async threads that serve other requests.
+            let candidates = above(hits.clone(), request.min_score);
+            let groups = tokio::task::spawn_blocking(move || collapse_duplicates(candidates))
+                .await
+                .map_err(|e| InferenceError(format!("collapsing duplicates failed: {e}")))?;
             if groups.len() >= wanted || exhausted {
                 let has_more = groups.len() > request.offset + request.k;
                 let page = groups.into_iter().skip(request.offset).take(request.k).collect();

@@ -23,7 +23,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use tower::util::MapRequest;
 
-pub use cursor::CursorError;
+pub use cursor::{at as cursor_at, CursorError, CursorKey};
 pub use params::{ApiError, PARAMETERS};
 pub use wire::{SearchResponse, SearchResult};
 
@@ -38,8 +38,16 @@ pub const PAGE_HTML: &str = include_str!("../../web/index.html");
 const PAGE_CSP: &str = "default-src 'none'; img-src https: http: data:; style-src 'unsafe-inline'; \
                         script-src 'unsafe-inline'; connect-src 'self'; base-uri 'none'; form-action 'self'";
 
+/// What every handler shares: the search use case and the key that signs cursors.
+struct Api {
+    searcher: Arc<Searcher>,
+    cursors: CursorKey,
+}
+
+type ApiState = Arc<Api>;
+
 /// The API's routes. Serve it through [`service`], which routes by the last path segment.
-pub fn router(searcher: Arc<Searcher>) -> Router {
+pub fn router(searcher: Arc<Searcher>, cursors: CursorKey) -> Router {
     Router::new()
         .route("/", page())
         .route("/index.html", page())
@@ -63,14 +71,14 @@ pub fn router(searcher: Arc<Searcher>) -> Router {
             );
             error_response(&ApiError { status: StatusCode::NOT_FOUND, code: "not_found", message }, None)
         })
-        .with_state(searcher)
+        .with_state(Arc::new(Api { searcher, cursors }))
 }
 
 /// The router as API Gateway and the local server call it. A route is the last segment of the
 /// path: API Gateway puts a REST API's stage in front (`/prod/search`), `cargo lambda watch` its
 /// function URL prefix, and a trailing slash is allowed.
-pub fn service<B>(searcher: Arc<Searcher>) -> Service<B> {
-    MapRequest::new(router(searcher), route_by_last_segment::<B>)
+pub fn service<B>(searcher: Arc<Searcher>, cursors: CursorKey) -> Service<B> {
+    MapRequest::new(router(searcher, cursors), route_by_last_segment::<B>)
 }
 
 /// What [`service`] returns: the router behind the path rewrite, for requests with bodies of type `B`.
@@ -90,7 +98,7 @@ fn route_by_last_segment<B>(mut request: Request<B>) -> Request<B> {
     request
 }
 
-fn page() -> MethodRouter<Arc<Searcher>> {
+fn page() -> MethodRouter<ApiState> {
     only_get(
         "",
         get(|| async {
@@ -102,7 +110,7 @@ fn page() -> MethodRouter<Arc<Searcher>> {
 }
 
 /// GET (and so HEAD, which axum answers without the body); any other method is a JSON 405.
-fn only_get(route: &'static str, router: MethodRouter<Arc<Searcher>>) -> MethodRouter<Arc<Searcher>> {
+fn only_get(route: &'static str, router: MethodRouter<ApiState>) -> MethodRouter<ApiState> {
     router.fallback(move |method: Method| async move { method_not_allowed(&method, route, "GET, HEAD") })
 }
 
@@ -117,14 +125,14 @@ fn method_not_allowed(method: &Method, route: &str, allowed: &'static str) -> Re
     response
 }
 
-async fn health(State(searcher): State<Arc<Searcher>>) -> Response {
-    let health = searcher.health().await;
+async fn health(State(api): State<ApiState>) -> Response {
+    let health = api.searcher.health().await;
     let status = if health.milvus.ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     json_response(status, &health)
 }
 
 async fn search(
-    State(searcher): State<Arc<Searcher>>,
+    State(api): State<ApiState>,
     method: Method,
     RawQuery(query): RawQuery,
     request: Request<Body>,
@@ -132,21 +140,21 @@ async fn search(
     let request_id = request.lambda_context_ref().map(|c| c.request_id.clone()).unwrap_or_default();
     let parsed = if method == Method::POST {
         match axum::body::to_bytes(request.into_body(), MAX_BODY_BYTES).await {
-            Ok(bytes) => parse_search_request(SearchInput::JsonBody(&bytes)),
+            Ok(bytes) => parse_search_request(SearchInput::JsonBody(&bytes), &api.cursors),
             Err(_) => Err(ApiError::bad_request(
                 "malformed_json",
                 format!("the request body is over {MAX_BODY_BYTES} bytes; send JSON like {{\"q\": \"red bicycle\", \"k\": 10}}"),
             )),
         }
     } else {
-        parse_search_request(SearchInput::Query(query.as_deref()))
+        parse_search_request(SearchInput::Query(query.as_deref()), &api.cursors)
     };
     let request = match parsed {
         Ok(request) => request,
         Err(e) => return error_response(&e, None),
     };
-    match searcher.search(&request).await {
-        Ok(page) => json_response(StatusCode::OK, &SearchResponse::new(&request, page)),
+    match api.searcher.search(&request).await {
+        Ok(page) => json_response(StatusCode::OK, &SearchResponse::new(&request, page, &api.cursors)),
         Err(e) => {
             let api = classify(&e);
             if api.status.is_server_error() {
@@ -167,13 +175,17 @@ pub enum SearchInput<'a> {
     JsonBody(&'a [u8]),
 }
 
-/// Parses and validates a search request (parameters, filters and cursor), or says what to fix.
-pub fn parse_search_request(input: SearchInput<'_>) -> Result<crate::domain::search::SearchRequest, ApiError> {
+/// Parses and validates a search request (parameters, filters and a cursor signed with `cursors`),
+/// or says what to fix.
+pub fn parse_search_request(
+    input: SearchInput<'_>,
+    cursors: &CursorKey,
+) -> Result<crate::domain::search::SearchRequest, ApiError> {
     let params = match input {
         SearchInput::Query(query) => params::from_query(query),
         SearchInput::JsonBody(bytes) => params::from_json(bytes)?,
     };
-    params::validate(params)
+    params::validate(params, cursors)
 }
 
 /// Larger than any valid request: a query is at most 1000 characters.

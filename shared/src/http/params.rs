@@ -4,7 +4,7 @@
 use axum::http::StatusCode;
 use serde_json::{Map, Value};
 
-use super::cursor;
+use super::cursor::{self, CursorKey};
 use crate::domain::record::SearchFilter;
 use crate::domain::search::{SearchBy, SearchRequest, DEFAULT_K, MAX_K, MAX_KEY_BYTES, MAX_QUERY_CHARS};
 use crate::time::parse_rfc3339_ms;
@@ -70,7 +70,7 @@ pub(super) fn from_json(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
 
 /// The rules for every parameter, shared by GET and POST. Optional parameters given as ""
 /// count as absent, so an HTML form can send its empty fields.
-pub(super) fn validate(mut params: Map<String, Value>) -> Result<SearchRequest, ApiError> {
+pub(super) fn validate(mut params: Map<String, Value>, cursors: &CursorKey) -> Result<SearchRequest, ApiError> {
     if let Some(unknown) = params.keys().find(|name| !PARAMETERS.contains(&name.as_str())) {
         return Err(ApiError::bad_request(
             "unknown_parameter",
@@ -155,8 +155,8 @@ pub(super) fn validate(mut params: Map<String, Value>) -> Result<SearchRequest, 
     let filter = SearchFilter { prefix, content_type, uploaded_after_ms, uploaded_before_ms, exclude_id: None };
     let mut search = SearchRequest { by, k, min_score, filter, dedup, offset: 0 };
     if let Some(text) = optional_text(&mut params, "cursor")? {
-        search.offset =
-            cursor::offset(&search, &text).map_err(|e| ApiError::bad_request("invalid_cursor", e.to_string()))?;
+        search.offset = cursor::offset(&search, &text, cursors)
+            .map_err(|e| ApiError::bad_request("invalid_cursor", e.to_string()))?;
     }
     Ok(search)
 }
@@ -267,7 +267,11 @@ mod tests {
         if !all.contains_key("similar_to") {
             all.entry("q").or_insert(json!("cat"));
         }
-        validate(all)
+        validate(all, &key())
+    }
+
+    fn key() -> CursorKey {
+        CursorKey::from_secret("test")
     }
 
     fn code(pairs: &[(&str, Value)]) -> &'static str {
@@ -286,7 +290,7 @@ mod tests {
 
     #[test]
     fn q_rules() {
-        assert_eq!(validate(Map::new()).unwrap_err().code, "missing_query");
+        assert_eq!(validate(Map::new(), &key()).unwrap_err().code, "missing_query");
         assert_eq!(code(&[("q", json!("  \t"))]), "empty_query");
         assert_eq!(code(&[("q", json!(""))]), "empty_query");
         assert_eq!(code(&[("q", json!(5))]), "invalid_query");
@@ -351,15 +355,22 @@ mod tests {
         assert!(!check(&[("dedup", json!("0"))]).unwrap().dedup);
         assert_eq!(code(&[("dedup", json!("yes"))]), "invalid_dedup");
         let first = check(&[]).unwrap();
-        assert_eq!(check(&[("cursor", json!(cursor::at(&first, 10)))]).unwrap().offset, 10);
+        assert_eq!(check(&[("cursor", json!(cursor::at(&first, 10, &key())))]).unwrap().offset, 10);
         assert_eq!(code(&[("cursor", json!("garbage"))]), "invalid_cursor");
-        assert_eq!(code(&[("cursor", json!(cursor::at(&first, 10))), ("prefix", json!("x/"))]), "invalid_cursor");
+        assert_eq!(
+            code(&[("cursor", json!(cursor::at(&first, 10, &key()))), ("prefix", json!("x/"))]),
+            "invalid_cursor"
+        );
+        assert_eq!(
+            code(&[("cursor", json!(cursor::at(&first, 10, &CursorKey::from_secret("other"))))]),
+            "invalid_cursor"
+        );
     }
 
     #[test]
     fn json_bodies() {
         let body = from_json(br#"{"q": "cat", "k": 3, "dedup": null}"#).unwrap();
-        assert_eq!(validate(body).unwrap(), SearchRequest::text("cat", 3));
+        assert_eq!(validate(body, &key()).unwrap(), SearchRequest::text("cat", 3));
         assert_eq!(from_json(b"{oops").unwrap_err().code, "malformed_json");
         assert_eq!(from_json(b"[1]").unwrap_err().code, "malformed_json");
         assert_eq!(from_json(b"").unwrap_err().code, "malformed_json");

@@ -5,7 +5,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use super::cursor;
+use super::cursor::{self, CursorKey};
 use crate::domain::search::{SearchBy, SearchPage, SearchRequest};
 use crate::time::rfc3339;
 
@@ -40,7 +40,7 @@ pub struct SearchResponse {
 }
 
 impl SearchResponse {
-    pub fn new(request: &SearchRequest, page: SearchPage) -> Self {
+    pub fn new(request: &SearchRequest, page: SearchPage, cursors: &CursorKey) -> Self {
         let results = page
             .results
             .into_iter()
@@ -65,6 +65,11 @@ impl SearchResponse {
             SearchBy::Text(q) => (Some(q.clone()), None),
             SearchBy::SimilarTo(key) => (None, Some(key.clone())),
         };
-        SearchResponse { query, similar_to, results, next_cursor: page.next_offset.map(|o| cursor::at(request, o)) }
+        SearchResponse {
+            query,
+            similar_to,
+            results,
+            next_cursor: page.next_offset.map(|o| cursor::at(request, o, cursors)),
+        }
     }
 }

@@ -19,12 +19,13 @@ impl Api {
         Api { client: reqwest::Client::new(), search_url: stack.get("SEARCH_URL").to_string() }
     }
 
-    /// Every result of a k=100 search whose key is under `prefix`.
+    /// Every result of a k=100 search whose key is under `prefix` (filtered by the API, so that
+    /// other uploads in the stack's bucket cannot push them out of the top 100).
     async fn results_under(&self, prefix: &str) -> Vec<Value> {
         let response = self
             .client
             .get(&self.search_url)
-            .query(&[("q", "a photo"), ("k", "100")])
+            .query(&[("q", "a photo"), ("k", "100"), ("prefix", prefix)])
             .send()
             .await
             .expect("search answers");

@@ -636,6 +636,21 @@ async fn cursors_page_through_the_exact_ranking_and_are_bound_to_their_parameter
     }
     bad(&searcher, post(json!({"q": Q, "cursor": 10})), "invalid_cursor", "POST number").await;
     bad(&searcher, post(json!({"q": "a dog", "k": 4, "cursor": cursor})), "invalid_cursor", "POST other q").await;
+
+    // Forged: a payload asking for the deepest window, unsigned, with a made-up signature, or with
+    // the signature of a genuine cursor; and a genuine cursor signed by another deployment's key.
+    use base64::Engine;
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let (genuine_payload, genuine_tag) = cursor.split_once('.').expect("PAYLOAD.TAG");
+    let payload: Value =
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(genuine_payload).unwrap())
+            .unwrap();
+    let deep = b64(json!({"o": 16_383, "f": payload["f"]}).to_string().as_bytes());
+    let other_key = shared::http::CursorKey::from_secret("another deployment's cursor signing key");
+    let foreign = shared::http::cursor_at(&shared::domain::search::SearchRequest::text(Q, 4), 4, &other_key);
+    for forged in [deep.clone(), format!("{deep}.{}", b64(&[0; 16])), format!("{deep}.{genuine_tag}"), foreign] {
+        bad(&searcher, get(&[("q", Q), ("k", "4"), ("cursor", &forged)]), "invalid_cursor", &forged).await;
+    }
 }
 
 #[tokio::test]
