@@ -101,6 +101,18 @@ pub struct BridgeConfig {
     pub concurrency: usize,
 }
 
+/// Whether an http(s) URI names this machine (`localhost`, `127.x.x.x`, `[::1]`), where plain
+/// http never leaves the host.
+fn is_loopback(uri: &str) -> bool {
+    let authority = uri.split_once("://").map_or(uri, |(_, rest)| rest).split(['/', '?', '#']).next().unwrap_or("");
+    let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    let host = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.split(':').next().unwrap_or(""),
+    };
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{name} is not set: {hint}")]
@@ -199,6 +211,12 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
                 value: uri,
                 expected: "an http:// or https:// URI",
             });
+        }
+        if uri.starts_with("http://") && !is_loopback(&uri) && !self.flag("MILVUS_ALLOW_INSECURE", false)? {
+            return Err(ConfigError::Conflict(format!(
+                "MILVUS_URI={uri} sends the Milvus token unencrypted over the network: use https:// (Zilliz Cloud \
+                 and TLS-enabled Milvus), or set MILVUS_ALLOW_INSECURE=true for a private network you trust"
+            )));
         }
         let collection = self.get("MILVUS_COLLECTION").unwrap_or_else(|| DEFAULT_COLLECTION.to_string());
         let valid_name = collection.len() <= 255
@@ -322,6 +340,20 @@ mod tests {
     }
 
     #[test]
+    fn plain_http_to_milvus_is_only_for_this_machine_unless_allowed() {
+        let milvus = |vars: &[(&str, &str)]| env(vars).milvus().map(|m| m.uri).map_err(|e| e.to_string());
+        for local in ["http://127.0.0.1:19530", "http://localhost:19530", "http://[::1]:19530", "http://127.8.0.1"] {
+            assert!(milvus(&[("MILVUS_URI", local)]).is_ok(), "{local}");
+        }
+        for remote in ["http://10.0.0.5:19530", "http://milvus.internal:19530", "http://127.0.0.1.evil.com:19530"] {
+            let err = milvus(&[("MILVUS_URI", remote)]).unwrap_err();
+            assert!(err.contains("https://") && err.contains("MILVUS_ALLOW_INSECURE"), "{remote}: {err}");
+            assert!(milvus(&[("MILVUS_URI", remote), ("MILVUS_ALLOW_INSECURE", "true")]).is_ok(), "{remote}");
+        }
+        assert!(milvus(&[("MILVUS_URI", "https://in01-x.zillizcloud.com:19530")]).is_ok());
+    }
+
+    #[test]
     fn a_short_cursor_key_is_refused_without_showing_it() {
         let err = env(&[("CURSOR_SIGNING_KEY", "short-secret")]).search().unwrap_err().to_string();
         assert!(err.contains("at least 32 characters") && !err.contains("short-secret"), "{err}");
@@ -354,7 +386,8 @@ mod tests {
         assert!(err.contains("MAX_IMAGE_PIXELS"), "{err}");
         let err = env(&[("MILVUS_URI", "localhost:19530")]).milvus().unwrap_err().to_string();
         assert!(err.contains("http://"), "{err}");
-        let err = env(&[("MILVUS_URI", "http://x"), ("MILVUS_COLLECTION", "a-b")]).milvus().unwrap_err().to_string();
+        let err =
+            env(&[("MILVUS_URI", "http://localhost"), ("MILVUS_COLLECTION", "a-b")]).milvus().unwrap_err().to_string();
         assert!(err.contains("MILVUS_COLLECTION"), "{err}");
         assert!(env(&[("S3_FORCE_PATH_STYLE", "yes")]).s3().is_err());
     }

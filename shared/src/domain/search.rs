@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::domain::record::{ImageHit, SearchFilter};
+use crate::domain::retry::Transient;
 use crate::embedder::{cosine, InferenceError, TextEmbedError, TextEmbedder, TextError};
 use crate::index::{IndexError, SearchQuery, VectorIndex, MAX_RESULT_WINDOW};
 use crate::store::{ObjectStore, PresignedUrl, StoreError};
@@ -83,13 +84,12 @@ pub struct Found {
     pub duplicates: Vec<String>,
 }
 
-/// What `GET /health` reports.
+/// What `GET /health` reports: generic states only. Hosts, collection names, dimensions and
+/// Milvus's own error text go to the log, never to a caller.
 #[derive(Debug, Clone, Serialize)]
 pub struct Health {
     pub status: &'static str,
     pub model: String,
-    pub dim: usize,
-    pub collection: String,
     pub milvus: MilvusHealth,
 }
 
@@ -98,8 +98,9 @@ pub struct MilvusHealth {
     pub ok: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub images: Option<u64>,
+    /// When not ok: `unavailable` (it may pass) or `misconfigured` (it needs a fix); the log says why.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
+    pub state: Option<&'static str>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -227,16 +228,14 @@ impl Searcher {
 
     pub async fn health(&self) -> Health {
         let milvus = match self.index.count().await {
-            Ok(n) => MilvusHealth { ok: true, images: Some(n), error: None },
-            Err(e) => MilvusHealth { ok: false, images: None, error: Some(e.to_string()) },
+            Ok(n) => MilvusHealth { ok: true, images: Some(n), state: None },
+            Err(e) => {
+                tracing::error!(collection = %self.collection, error = %e, "health check: Milvus is not usable");
+                let state = if e.is_transient() { "unavailable" } else { "misconfigured" };
+                MilvusHealth { ok: false, images: None, state: Some(state) }
+            }
         };
-        Health {
-            status: if milvus.ok { "ok" } else { "degraded" },
-            model: self.model_name.clone(),
-            dim: self.embedder.dim(),
-            collection: self.collection.clone(),
-            milvus,
-        }
+        Health { status: if milvus.ok { "ok" } else { "degraded" }, model: self.model_name.clone(), milvus }
     }
 }
 
