@@ -11,7 +11,7 @@ use crate::embedder::{
     ClipImageEncoder, ClipTextEncoder, ModelBundle, ModelError, Tower, DEFAULT_JPEG_REDUCTION_MARGIN,
 };
 use crate::http::CursorKey;
-use crate::index::{IndexError, MilvusIndex};
+use crate::index::{IndexError, MilvusIndex, SchemaRole};
 use crate::store::{S3Store, StoreError};
 use crate::ConfigError;
 
@@ -65,6 +65,7 @@ async fn milvus(
     env: &Env<impl Fn(&str) -> Option<String>>,
     bundle: &ModelBundle,
     model: &crate::Config,
+    role: SchemaRole,
 ) -> Result<(MilvusIndex, MilvusConfig), SetupError> {
     let config = env.milvus()?;
     let token = match &config.token_secret_arn {
@@ -73,7 +74,11 @@ async fn milvus(
     };
     let identity = bundle.identity(model.model_name.as_deref())?;
     let dim = bundle.model_config()?.embed_dim;
-    Ok((MilvusIndex::new(&config, token, dim, identity).await?, config))
+    let index = match role {
+        SchemaRole::Owner => MilvusIndex::new(&config, token, dim, identity).await?,
+        SchemaRole::Reader => MilvusIndex::reader(&config, token, dim, identity).await?,
+    };
+    Ok((index, config))
 }
 
 /// The secret is the token itself, or JSON with a `token` field (or `username` and `password`).
@@ -170,7 +175,7 @@ pub async fn ingestor_from_env() -> Result<Ingestor, SetupError> {
     let env = Env::process();
     let store = S3Store::from_env(&env.s3()?).await;
     let (bundle, config) = open_bundle(&env, &store, Tower::Visual).await?;
-    let (index, _) = milvus(&env, &bundle, &config).await?;
+    let (index, _) = milvus(&env, &bundle, &config, SchemaRole::Owner).await?;
     let index = warm_up_in_background(index);
     let embedder = load_image_encoder(bundle, config).await?;
     let ingest = env.ingest()?;
@@ -189,7 +194,8 @@ pub async fn searcher_from_env() -> Result<Searcher, SetupError> {
     let env = Env::process();
     let store = S3Store::from_env(&env.s3()?).await;
     let (bundle, config) = open_bundle(&env, &store, Tower::Textual).await?;
-    let (index, milvus) = milvus(&env, &bundle, &config).await?;
+    // Search only reads: it never creates or alters the collection, so its credential may be read-only.
+    let (index, milvus) = milvus(&env, &bundle, &config, SchemaRole::Reader).await?;
     let index = warm_up_in_background(index);
     let (embedder, model_name) = load_text_encoder(bundle, config).await?;
     Ok(Searcher {

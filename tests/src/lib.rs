@@ -243,6 +243,15 @@ impl Stack {
         self.milvus_at(self.get("MILVUS_URI"), collection, dim, Duration::from_secs(10), model).await
     }
 
+    /// A reader of `collection`, as the search function opens it: it never creates anything.
+    pub async fn milvus_reader(&self, collection: &str, dim: usize) -> MilvusIndex {
+        let config = MilvusConfig {
+            collection: collection.to_string(),
+            ..self.env().milvus().expect("stack.env has valid Milvus settings")
+        };
+        MilvusIndex::reader(&config, config.token.clone(), dim, tiny_model_identity()).await.expect("milvus client")
+    }
+
     /// A client of `collection` through another address (a [`fault_proxy::FaultProxy`]), not dropped.
     pub async fn milvus_via(&self, uri: &str, collection: &str, dim: usize, timeout: Duration) -> MilvusIndex {
         self.milvus_at(uri, collection, dim, timeout, tiny_model_identity()).await

@@ -46,22 +46,52 @@ const OUTPUT_FIELDS: [&str; 11] = [
 const MODEL_PROPERTY: &str = "clip_search.model";
 const MODEL_CONFIG_PROPERTY: &str = "clip_search.model_config_sha256";
 
+/// Who owns the collection's schema. Ingest (and the CLI's bulk commands) create the collection
+/// and its index; search only uses them, so its Milvus credential can be read-only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchemaRole {
+    Owner,
+    Reader,
+}
+
 pub struct MilvusIndex {
     connect: ConnectConfig,
     collection: String,
     dim: usize,
     model: ModelIdentity,
+    role: SchemaRole,
     client: OnceCell<ClientV2>,
 }
 
 impl MilvusIndex {
     /// Prepares the client; nothing is sent until the first call. `dim` is the model's embedding
-    /// size and `model` its identity, recorded in a collection this index creates.
+    /// size and `model` its identity, recorded in a collection this index creates (as [`SchemaRole::Owner`]).
     pub async fn new(
         config: &MilvusConfig,
         token: Option<String>,
         dim: usize,
         model: ModelIdentity,
+    ) -> Result<Self, IndexError> {
+        Self::with_role(config, token, dim, model, SchemaRole::Owner).await
+    }
+
+    /// [`MilvusIndex::new`] for a reader ([`SchemaRole::Reader`]): it never creates or alters the
+    /// collection, and reports a missing one as unavailable until ingest creates it.
+    pub async fn reader(
+        config: &MilvusConfig,
+        token: Option<String>,
+        dim: usize,
+        model: ModelIdentity,
+    ) -> Result<Self, IndexError> {
+        Self::with_role(config, token, dim, model, SchemaRole::Reader).await
+    }
+
+    async fn with_role(
+        config: &MilvusConfig,
+        token: Option<String>,
+        dim: usize,
+        model: ModelIdentity,
+        role: SchemaRole,
     ) -> Result<Self, IndexError> {
         let mut connect = ConnectConfig::new()
             .uri(config.uri.clone())
@@ -71,7 +101,7 @@ impl MilvusIndex {
         if let Some(token) = token {
             connect = connect.token(token);
         }
-        Ok(MilvusIndex { connect, collection: config.collection.clone(), dim, model, client: OnceCell::new() })
+        Ok(MilvusIndex { connect, collection: config.collection.clone(), dim, model, role, client: OnceCell::new() })
     }
 
     /// Connects and checks the collection now, so the first request does not pay for it. A failure
@@ -108,7 +138,14 @@ impl MilvusIndex {
     /// Creates the collection if it is missing; refuses one with another dimension or metric.
     async fn ensure_collection(&self, client: &ClientV2) -> Result<(), IndexError> {
         let name = self.collection.as_str();
-        if !self.has_collection(client).await? {
+        let exists = self.has_collection(client).await?;
+        if !exists && self.role == SchemaRole::Reader {
+            return Err(IndexError::Unavailable(format!(
+                "the collection {name:?} does not exist yet; ingest creates it with the first upload \
+                 (or run `clip-search backfill`)"
+            )));
+        }
+        if !exists {
             let request = CreateCollectionRequest::builder()
                 .collection_name(name)
                 .schema(self.schema())
@@ -166,6 +203,11 @@ impl MilvusIndex {
             }
         }
         if !self.check_vector_index(client).await? {
+            if self.role == SchemaRole::Reader {
+                return Err(IndexError::Unavailable(format!(
+                    "the collection {name:?} has no vector index yet; ingest creates it"
+                )));
+            }
             if let Err(e) = self.create_index(client).await {
                 // Another container created it at the same moment: keep it if its metric is right.
                 if !self.check_vector_index(client).await? {
@@ -174,10 +216,16 @@ impl MilvusIndex {
                 tracing::debug!(collection = name, error = %e, "the vector index was created concurrently");
             }
         }
-        client
-            .load_collection(LoadCollectionRequest::builder().collection_name(name).build().map_err(classify)?)
-            .await
-            .map_err(classify)?;
+        let load = LoadCollectionRequest::builder().collection_name(name).build().map_err(classify)?;
+        match client.load_collection(load).await {
+            Ok(_) => {}
+            // A read-only credential may not load; the owner keeps it loaded, and a search of an
+            // unloaded collection fails with Milvus's own message.
+            Err(e) if self.role == SchemaRole::Reader => {
+                tracing::warn!(collection = name, error = %e, "could not load the collection; relying on ingest to")
+            }
+            Err(e) => return Err(classify(e)),
+        }
         Ok(())
     }
 

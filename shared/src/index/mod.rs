@@ -4,7 +4,7 @@ mod milvus;
 
 use std::collections::HashMap;
 
-pub use milvus::MilvusIndex;
+pub use milvus::{MilvusIndex, SchemaRole};
 
 use crate::domain::record::{ImageHit, ImageRecord, SearchFilter, Sequencer};
 use crate::domain::retry::Transient;

@@ -154,3 +154,18 @@ async fn a_collection_refuses_a_model_other_than_the_one_that_made_it() {
     let err = stack.milvus_of_model(&collection, DIM, renamed_config).await.count().await.unwrap_err();
     assert!(matches!(err, IndexError::Incompatible { .. }), "another config of the same name: {err:?}");
 }
+
+#[tokio::test]
+#[ignore = "needs the local stack: bash scripts/test"]
+async fn search_never_creates_the_collection_only_ingest_does() {
+    let stack = Stack::load();
+    let collection = unique("t_reader").replace('-', "_");
+    let reader = stack.milvus_reader(&collection, DIM).await;
+    let err = reader.count().await.unwrap_err();
+    assert!(matches!(err, IndexError::Unavailable(_)) && err.to_string().contains("does not exist yet"), "{err}");
+    // Still missing: the owner's first call creates it now, and the reader then uses it.
+    let owner = stack.milvus(&collection, DIM).await;
+    assert_eq!(owner.count().await.unwrap(), 0);
+    let reader = stack.milvus_reader(&collection, DIM).await;
+    assert_eq!(reader.count().await.unwrap(), 0);
+}
