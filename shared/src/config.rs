@@ -30,6 +30,8 @@ pub struct Config {
     /// The model's name as recorded in the collection: `MODEL_NAME`, else the last part of
     /// `MODEL_S3_URI`, else the bundle folder's name (`ViT-B-32__openai` in all three for immich's bundles).
     pub model_name: Option<String>,
+    /// SHA-256 pins of model files (`MODEL_SHA256`: `visual/model.onnx=HEX,…`), checked before loading.
+    pub model_pins: Vec<(String, String)>,
     /// ONNX Runtime library and session settings.
     pub runtime: RuntimeOptions,
     /// Images whose header declares more pixels than this are refused before decoding.
@@ -184,10 +186,26 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
             let path = model_s3_uri.as_deref()?.trim_start_matches("s3://").trim_end_matches('/');
             path.split_once('/').and_then(|(_, prefix)| prefix.rsplit('/').next()).map(str::to_string)
         });
+        let mut model_pins = Vec::new();
+        for pin in self.get("MODEL_SHA256").unwrap_or_default().split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match pin.split_once('=') {
+                Some((file, hex)) if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                    model_pins.push((file.trim().to_string(), hex.to_ascii_lowercase()))
+                }
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        name: "MODEL_SHA256",
+                        value: pin.to_string(),
+                        expected: "comma-separated FILE=SHA256 pairs, e.g. visual/model.onnx=<64 hex digits>",
+                    })
+                }
+            }
+        }
         Ok(Config {
             model_dir: PathBuf::from(model_dir),
             model_s3_uri,
             model_name,
+            model_pins,
             runtime: RuntimeOptions { dylib_path: self.get("ORT_DYLIB_PATH").map(PathBuf::from), intra_threads },
             max_image_pixels,
             reduced_jpeg_decode: self.flag("JPEG_REDUCED_DECODE", true)?,
@@ -359,6 +377,19 @@ mod tests {
         assert!(err.contains("at least 32 characters") && !err.contains("short-secret"), "{err}");
         let long = "x".repeat(32);
         assert_eq!(env(&[("CURSOR_SIGNING_KEY", &long)]).search().unwrap().cursor_secret, Some(long));
+    }
+
+    #[test]
+    fn model_pins_are_file_and_sha256_pairs() {
+        let hex = "AB".repeat(32);
+        let pins = env(&[("MODEL_DIR", "m"), ("MODEL_SHA256", &format!("visual/model.onnx={hex}, config.json={hex}"))])
+            .embedder()
+            .unwrap()
+            .model_pins;
+        assert_eq!(pins, vec![("visual/model.onnx".into(), "ab".repeat(32)), ("config.json".into(), "ab".repeat(32))]);
+        for bad in ["visual/model.onnx", "x=abc", &format!("x={}", "g".repeat(64))] {
+            assert!(env(&[("MODEL_DIR", "m"), ("MODEL_SHA256", bad)]).embedder().is_err(), "{bad}");
+        }
     }
 
     #[test]

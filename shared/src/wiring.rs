@@ -57,7 +57,38 @@ async fn open_bundle(
             .map_err(|source| SetupError::ModelDownload { uri: uri.clone(), source })?;
         tracing::info!(uri = %uri, files = copied, dir = %config.model_dir.display(), "model fetched from S3");
     }
+    verify_pins(&config.model_dir, &config.model_pins, |rel| tower.needs(rel))?;
     Ok((ModelBundle::open(&config.model_dir)?, config))
+}
+
+/// Checks the SHA-256 of each pinned file this tower uses (`MODEL_SHA256`), before anything loads it.
+fn verify_pins(
+    dir: &std::path::Path,
+    pins: &[(String, String)],
+    needed: impl Fn(&str) -> bool,
+) -> Result<(), SetupError> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    for (file, want) in pins.iter().filter(|(file, _)| needed(file)) {
+        let path = dir.join(file);
+        let invalid = |problem: String| ModelError::Invalid { path: path.clone(), problem };
+        let mut reader =
+            std::fs::File::open(&path).map_err(|e| invalid(format!("pinned by MODEL_SHA256 but unreadable: {e}")))?;
+        let mut hash = Sha256::new();
+        let mut buffer = vec![0; 1 << 20];
+        loop {
+            let n = reader.read(&mut buffer).map_err(|e| invalid(format!("reading it failed: {e}")))?;
+            if n == 0 {
+                break;
+            }
+            hash.update(&buffer[..n]);
+        }
+        let got = hex::encode(hash.finalize());
+        if got != *want {
+            return Err(invalid(format!("its SHA-256 is {got}, not {want} as MODEL_SHA256 pins it")).into());
+        }
+    }
+    Ok(())
 }
 
 /// The index for this bundle's model: its dimension and identity go with every collection check.
@@ -226,6 +257,23 @@ async fn load_blocking<T: Send + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pinned_model_files_must_match_their_sha256() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("config.json"), b"{}").unwrap();
+        // sha256("{}"), computed independently: printf '{}' | sha256sum
+        let right = "44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a".to_string();
+        let all = |_: &str| true;
+        assert!(verify_pins(dir.path(), &[("config.json".into(), right.clone())], all).is_ok());
+        let wrong = "0".repeat(64);
+        let err = verify_pins(dir.path(), &[("config.json".into(), wrong.clone())], all).unwrap_err().to_string();
+        assert!(err.contains(&right) && err.contains(&wrong), "{err}");
+        // A pin of the other tower's file is not checked; a missing pinned file of this one fails.
+        assert!(verify_pins(dir.path(), &[("textual/model.onnx".into(), wrong.clone())], |f| f.starts_with("visual/"))
+            .is_ok());
+        assert!(verify_pins(dir.path(), &[("visual/model.onnx".into(), wrong)], all).is_err());
+    }
 
     #[test]
     fn secrets_may_be_plain_or_json() {

@@ -51,9 +51,13 @@ fn display_paths(paths: &[PathBuf]) -> String {
     paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
 }
 
-/// Places the library is looked for, in order, when no explicit path is given:
-/// beside the executable (a Lambda zip), `/opt/lib` (a Lambda layer), then
-/// `.local/onnxruntime/` in the current directory and each of its parents (a checkout).
+/// The checkout this binary was built from; `scripts/install-onnxruntime` puts the library under it.
+const BUILD_CHECKOUT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+
+/// Places the library is looked for, in order, when no explicit path is given: beside the
+/// executable (a Lambda zip), `/opt/lib` (a Lambda layer), then `.local/onnxruntime/` of the
+/// checkout the binary was built from. Only places the deployment or the builder put there: never
+/// the current directory or its parents, where anyone who can write to `/tmp` could plant a library.
 pub fn default_library_locations() -> Vec<PathBuf> {
     let mut places = Vec::new();
     if let Some(dir) = std::env::current_exe().ok().and_then(|exe| exe.parent().map(Path::to_path_buf)) {
@@ -61,9 +65,7 @@ pub fn default_library_locations() -> Vec<PathBuf> {
         places.push(dir.join("lib").join(ORT_LIBRARY));
     }
     places.push(Path::new("/opt/lib").join(ORT_LIBRARY));
-    if let Ok(cwd) = std::env::current_dir() {
-        places.extend(cwd.ancestors().map(|dir| dir.join(ORT_LOCAL_DIR).join(ORT_LIBRARY)));
-    }
+    places.push(Path::new(BUILD_CHECKOUT).join(ORT_LOCAL_DIR).join(ORT_LIBRARY));
     places
 }
 
@@ -148,9 +150,13 @@ mod tests {
     }
 
     #[test]
-    fn default_places_include_lambda_and_checkout_locations() {
+    fn default_places_are_the_deployment_and_the_build_checkout_never_the_current_directory() {
         let places = default_library_locations();
         assert!(places.contains(&Path::new("/opt/lib").join(ORT_LIBRARY)));
-        assert!(places.iter().any(|p| p.ends_with(Path::new(ORT_LOCAL_DIR).join(ORT_LIBRARY))));
+        let checkout = Path::new(BUILD_CHECKOUT).join(ORT_LOCAL_DIR).join(ORT_LIBRARY);
+        assert!(places.contains(&checkout), "{places:?}");
+        assert_eq!(places.iter().filter(|p| p.ends_with(Path::new(ORT_LOCAL_DIR).join(ORT_LIBRARY))).count(), 1);
+        // Run from /tmp/x, nothing under /tmp is searched.
+        assert!(places.iter().all(|p| !p.starts_with("/tmp") || p.starts_with(BUILD_CHECKOUT)), "{places:?}");
     }
 }

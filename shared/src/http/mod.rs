@@ -154,7 +154,12 @@ async fn search(
         Err(e) => return error_response(&e, None),
     };
     match api.searcher.search(&request).await {
-        Ok(page) => json_response(StatusCode::OK, &SearchResponse::new(&request, page, &api.cursors)),
+        Ok(page) => {
+            let mut response = json_response(StatusCode::OK, &SearchResponse::new(&request, page, &api.cursors));
+            // Presigned URLs are bearer credentials: no shared or browser cache may keep them.
+            response.headers_mut().insert("cache-control", "no-store".parse().expect("static header value"));
+            response
+        }
         Err(e) => {
             let api = classify(&e);
             if api.status.is_server_error() {

@@ -54,6 +54,14 @@ impl S3Store {
                 if relative.is_empty() || relative.ends_with('/') || !wanted(relative) {
                     continue;
                 }
+                // A key such as `prefix/../../etc/x` or `prefix//abs` would write outside `dest`.
+                if !is_plain_relative(relative) {
+                    return Err(StoreError::Refused(format!(
+                        "model key s3://{bucket}/{key} is not a plain relative path (`..`, `.`, an absolute or empty part); \
+                         refusing to write it under {}",
+                        dest.display()
+                    )));
+                }
                 let target = dest.join(relative);
                 let size = object.size().unwrap_or(-1);
                 if std::fs::metadata(&target).map(|m| m.len() as i64 == size).unwrap_or(false) {
@@ -157,6 +165,12 @@ impl ObjectStore for S3Store {
     }
 }
 
+/// Whether `relative` is made only of normal path parts (no `..`, `.`, root or empty parts).
+fn is_plain_relative(relative: &str) -> bool {
+    !relative.split('/').any(|part| part.is_empty() || part == "." || part == "..")
+        && Path::new(relative).components().all(|c| matches!(c, std::path::Component::Normal(_)))
+}
+
 /// Maps SDK failures to what the use cases act on: 404 not found, throttling/5xx/network transient, the rest refused.
 fn classify<E>(err: SdkError<E, HttpResponse>, bucket: &str, key: &str) -> StoreError
 where
@@ -223,6 +237,16 @@ mod tests {
             StoreError::Unavailable(_) => "retry",
             StoreError::Refused(_) => "fail",
             StoreError::TooLarge { .. } => "too large",
+        }
+    }
+
+    #[test]
+    fn model_keys_must_stay_under_the_download_folder() {
+        for good in ["config.json", "visual/model.onnx", "textual/tokenizer.json", "a..b/c"] {
+            assert!(is_plain_relative(good), "{good}");
+        }
+        for bad in ["../x", "visual/../../etc/passwd", "./config.json", "/etc/passwd", "visual//model.onnx", ".."] {
+            assert!(!is_plain_relative(bad), "{bad}");
         }
     }
 

@@ -34,8 +34,9 @@ async fn get_and_post_on_both_api_gateway_versions_return_ranked_results_with_wo
     let (searcher, _collection) = indexed_searcher().await;
     let mut keys = None;
     for fixture in ["v2-get-search.json", "v2-post-search.json", "v1-get-search.json", "v1-post-search.json"] {
-        let (status, body, _) = call_json(&searcher, apigw_request(fixture, |_| {})).await;
+        let (status, body, headers) = call_json(&searcher, apigw_request(fixture, |_| {})).await;
         assert_eq!(status, 200, "{fixture}: {body}");
+        assert_eq!(headers["cache-control"], "no-store", "{fixture}: presigned URLs are not cached");
         assert_eq!(body["query"], "a photo of a cat");
         let results = body["results"].as_array().unwrap();
         assert_eq!(results.len(), 3, "{fixture}: k=3");
