@@ -156,7 +156,14 @@ mod tests {
         let checkout = Path::new(BUILD_CHECKOUT).join(ORT_LOCAL_DIR).join(ORT_LIBRARY);
         assert!(places.contains(&checkout), "{places:?}");
         assert_eq!(places.iter().filter(|p| p.ends_with(Path::new(ORT_LOCAL_DIR).join(ORT_LIBRARY))).count(), 1);
-        // Run from /tmp/x, nothing under /tmp is searched.
-        assert!(places.iter().all(|p| !p.starts_with("/tmp") || p.starts_with(BUILD_CHECKOUT)), "{places:?}");
+        // Nothing else, whatever the current directory: beside the executable, /opt/lib, the checkout.
+        let exe_dir = std::env::current_exe().unwrap().parent().unwrap().to_path_buf();
+        assert_eq!(places.len(), 4, "{places:?}");
+        assert!(
+            places
+                .iter()
+                .all(|p| p.starts_with(&exe_dir) || p.starts_with("/opt/lib") || p.starts_with(BUILD_CHECKOUT)),
+            "{places:?}"
+        );
     }
 }
