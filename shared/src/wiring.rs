@@ -105,11 +105,7 @@ async fn milvus(
     };
     let identity = bundle.identity(model.model_name.as_deref())?;
     let dim = bundle.model_config()?.embed_dim;
-    let index = match role {
-        SchemaRole::Owner => MilvusIndex::new(&config, token, dim, identity).await?,
-        SchemaRole::Reader => MilvusIndex::reader(&config, token, dim, identity).await?,
-    };
-    Ok((index, config))
+    Ok((MilvusIndex::new(&config, token, dim, identity, role).await?, config))
 }
 
 /// The secret is the token itself, or JSON with a `token` field (or `username` and `password`).

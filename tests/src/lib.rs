@@ -31,7 +31,7 @@ use shared::domain::search::Searcher;
 use shared::embedder::onnx::{RuntimeOptions, ORT_LIBRARY, ORT_LOCAL_DIR};
 use shared::embedder::{ClipImageEncoder, ClipTextEncoder, ModelBundle, ModelIdentity};
 use shared::events::S3Event;
-use shared::index::MilvusIndex;
+use shared::index::{MilvusIndex, SchemaRole};
 use shared::store::S3Store;
 
 /// The repository's root directory.
@@ -249,7 +249,9 @@ impl Stack {
             collection: collection.to_string(),
             ..self.env().milvus().expect("stack.env has valid Milvus settings")
         };
-        MilvusIndex::reader(&config, config.token.clone(), dim, tiny_model_identity()).await.expect("milvus client")
+        MilvusIndex::new(&config, config.token.clone(), dim, tiny_model_identity(), SchemaRole::Reader)
+            .await
+            .expect("milvus client")
     }
 
     /// A client of `collection` through another address (a [`fault_proxy::FaultProxy`]), not dropped.
@@ -275,7 +277,7 @@ impl Stack {
             timeout,
             ..self.env().milvus().expect("stack.env has valid Milvus settings")
         };
-        MilvusIndex::new(&config, config.token.clone(), dim, model).await.expect("milvus client")
+        MilvusIndex::new(&config, config.token.clone(), dim, model, SchemaRole::Owner).await.expect("milvus client")
     }
 
     /// A new, empty bucket.

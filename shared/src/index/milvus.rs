@@ -65,28 +65,9 @@ pub struct MilvusIndex {
 
 impl MilvusIndex {
     /// Prepares the client; nothing is sent until the first call. `dim` is the model's embedding
-    /// size and `model` its identity, recorded in a collection this index creates (as [`SchemaRole::Owner`]).
+    /// size and `model` its identity, recorded in a collection an [`SchemaRole::Owner`] creates; a
+    /// [`SchemaRole::Reader`] never creates or alters it, and reports a missing one as unavailable.
     pub async fn new(
-        config: &MilvusConfig,
-        token: Option<String>,
-        dim: usize,
-        model: ModelIdentity,
-    ) -> Result<Self, IndexError> {
-        Self::with_role(config, token, dim, model, SchemaRole::Owner).await
-    }
-
-    /// [`MilvusIndex::new`] for a reader ([`SchemaRole::Reader`]): it never creates or alters the
-    /// collection, and reports a missing one as unavailable until ingest creates it.
-    pub async fn reader(
-        config: &MilvusConfig,
-        token: Option<String>,
-        dim: usize,
-        model: ModelIdentity,
-    ) -> Result<Self, IndexError> {
-        Self::with_role(config, token, dim, model, SchemaRole::Reader).await
-    }
-
-    async fn with_role(
         config: &MilvusConfig,
         token: Option<String>,
         dim: usize,
