@@ -77,6 +77,7 @@ pub async fn search(
                     id: record_id(&bucket, &key),
                     bucket: bucket.clone(),
                     key,
+                    owner: String::new(),
                     size: 100_000,
                     etag: format!("{i:032x}"),
                     content_type: "image/jpeg".into(),
@@ -100,6 +101,7 @@ pub async fn search(
         url_ttl: Duration::from_secs(900),
         model_name: "bench".into(),
         collection: collection.clone(),
+        access: Default::default(),
     };
     // Built once, as `lambda_http::run` does; each request goes to a clone (the router is shared).
     let api = shared::http::service::<lambda_http::Body>(Arc::new(searcher), tests::test_cursor_key());
@@ -197,6 +199,7 @@ pub async fn ingest(model: &ModelBundle, threads: usize, files: &[String], stack
             id: record_id(&bucket, key),
             bucket: bucket.clone(),
             key: key.clone(),
+            owner: String::new(),
             size: object.size as i64,
             etag: object.etag.clone(),
             content_type: "image/jpeg".into(),
@@ -215,6 +218,7 @@ pub async fn ingest(model: &ModelBundle, threads: usize, files: &[String], stack
     let ids: Vec<String> = keys.iter().map(|k| record_id(&bucket, k)).collect();
     index.delete(&ids).await.expect("delete");
     let ingestor = Ingestor {
+        access: Default::default(),
         embedder: encoder.clone(),
         store: store.clone(),
         index: index.clone(),

@@ -68,6 +68,8 @@ enum Command {
         k: u16,
         #[arg(long)]
         prefix: Option<String>,
+        #[command(flatten)]
+        user: UserArg,
         /// Print the API's JSON response instead of a table.
         #[arg(long)]
         json: bool,
@@ -84,7 +86,38 @@ enum Command {
     Serve {
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: String,
+        #[command(flatten)]
+        user: UserArg,
     },
+}
+
+#[derive(Args)]
+struct UserArg {
+    /// Search as this owner, as the API does for a caller whose verified claim names them (needs
+    /// OWNER_KEY_TEMPLATE; with it, required): only their images are found.
+    #[arg(long, value_name = "OWNER")]
+    as_user: Option<String>,
+}
+
+impl UserArg {
+    /// The owner to search as, checked against the configured template.
+    fn owner(&self, searcher: &shared::domain::search::Searcher) -> Result<Option<String>, Error> {
+        match (&searcher.access.owners, &self.as_user) {
+            (None, None) => Ok(None),
+            (None, Some(_)) => {
+                Err("--as-user needs OWNER_KEY_TEMPLATE (e.g. users/{sub}/), which says which keys are whose".into())
+            }
+            (Some(template), None) => Err(format!(
+                "OWNER_KEY_TEMPLATE={} shows each user only their own images: pass --as-user OWNER",
+                template.as_str()
+            )
+            .into()),
+            (Some(template), Some(owner)) => {
+                template.key_prefix(owner)?;
+                Ok(Some(owner.clone()))
+            }
+        }
+    }
 }
 
 #[derive(Args)]
@@ -161,8 +194,9 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             let fixed_ok = report.fixed.as_ref().is_none_or(|s| s.failed.is_empty() && !s.interrupted);
             Ok(if fixed_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
-        Command::Search { text, similar_to, k, prefix, json } => {
+        Command::Search { text, similar_to, k, prefix, user, json } => {
             let searcher = shared::wiring::searcher_from_env().await?;
+            let owner = user.owner(&searcher)?;
             let by = match (text, similar_to) {
                 (_, Some(key)) => SearchBy::SimilarTo(key),
                 (Some(text), None) => SearchBy::Text(text),
@@ -171,6 +205,7 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             let mut request = SearchRequest::text("", k as usize);
             request.by = by;
             request.filter.prefix = prefix.filter(|p| !p.is_empty());
+            request.filter.owner = owner;
             // The next page's cursor, signed as the API signs it (the same CURSOR_SIGNING_KEY makes it valid there).
             let cursors = shared::wiring::cursor_key_from_env().await?;
             let response = SearchResponse::new(&request, searcher.search(&request).await?, &cursors);
@@ -211,14 +246,25 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             }
             Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
         }
-        Command::Serve { listen } => {
+        Command::Serve { listen, user } => {
             let searcher = Arc::new(shared::wiring::searcher_from_env().await?);
+            let owner = user.owner(&searcher)?;
             let cursors = shared::wiring::cursor_key_from_env().await?;
             let listener =
                 tokio::net::TcpListener::bind(&listen).await.map_err(|e| format!("listen on {listen}: {e}"))?;
             eprintln!("serving the search page on http://{}/ (Ctrl-C stops)", listener.local_addr()?);
             // The router the search Lambda runs, with the same routing by the last path segment.
-            let app = axum::ServiceExt::into_make_service(shared::http::service::<axum::body::Body>(searcher, cursors));
+            // With --as-user, every request is that owner's, as if API Gateway had verified their token.
+            let service = shared::http::service::<axum::body::Body>(searcher, cursors);
+            let app = axum::ServiceExt::into_make_service(tower::util::MapRequest::new(
+                service,
+                move |mut request: axum::http::Request<axum::body::Body>| {
+                    if let Some(owner) = &owner {
+                        request.extensions_mut().insert(shared::http::VerifiedOwner(owner.clone()));
+                    }
+                    request
+                },
+            ));
             axum::serve(listener, app).with_graceful_shutdown(ctrl_c()).await?;
             Ok(ExitCode::SUCCESS)
         }

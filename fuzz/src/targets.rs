@@ -66,7 +66,7 @@ pub fn search_request(data: &[u8]) {
     };
     // A fixed key: a fuzzed cursor must be refused unless the fuzzer forges a signature, which it cannot.
     let cursors = CursorKey::from_secret("the fuzz target's cursor signing key");
-    match parse_search_request(input, &cursors) {
+    match parse_search_request(input, &cursors, None) {
         Ok(request) => {
             assert_eq!(request.offset, 0, "only a signed cursor moves the offset");
             assert!((1..=100).contains(&request.k), "k = {} out of bounds", request.k);

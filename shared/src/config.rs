@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::domain::scope::{Access, KeyScope, OwnerTemplate};
 use crate::embedder::onnx::RuntimeOptions;
 
 /// Default cap on decoded pixels: 100 megapixels, far above any camera, far below a bomb.
@@ -309,6 +310,18 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
         })
     }
 
+    pub fn access(&self) -> Result<Access, ConfigError> {
+        let owners = match self.get("OWNER_KEY_TEMPLATE") {
+            None => None,
+            Some(text) => Some(OwnerTemplate::parse(&text).map_err(|e| ConfigError::Conflict(e.to_string()))?),
+        };
+        let scope = KeyScope {
+            prefix: self.get("KEY_PREFIX").unwrap_or_default(),
+            suffix: self.get("KEY_SUFFIX").unwrap_or_default(),
+        };
+        Ok(Access { owners, keys: scope, bucket: self.get("UPLOADS_BUCKET") })
+    }
+
     pub fn s3(&self) -> Result<S3Config, ConfigError> {
         Ok(S3Config { force_path_style: self.flag("S3_FORCE_PATH_STYLE", false)? })
     }
@@ -421,6 +434,8 @@ mod tests {
             env(&[("MILVUS_URI", "http://localhost"), ("MILVUS_COLLECTION", "a-b")]).milvus().unwrap_err().to_string();
         assert!(err.contains("MILVUS_COLLECTION"), "{err}");
         assert!(env(&[("S3_FORCE_PATH_STYLE", "yes")]).s3().is_err());
+        let err = env(&[("OWNER_KEY_TEMPLATE", "users/")]).access().unwrap_err().to_string();
+        assert!(err.contains("OWNER_KEY_TEMPLATE") && err.contains("users/{sub}/"), "{err}");
     }
 
     /// Every variable read through `Env` has a row in the README's configuration table.

@@ -6,12 +6,13 @@ use std::sync::Arc;
 use crate::config::{Env, MilvusConfig};
 use crate::domain::ingest::Ingestor;
 use crate::domain::retry::RetryPolicy;
+use crate::domain::scope::Access;
 use crate::domain::search::Searcher;
 use crate::embedder::{
     ClipImageEncoder, ClipTextEncoder, ModelBundle, ModelError, Tower, DEFAULT_JPEG_REDUCTION_MARGIN,
 };
 use crate::http::CursorKey;
-use crate::index::{IndexError, MilvusIndex, SchemaRole};
+use crate::index::{CollectionSpec, IndexError, MilvusIndex, SchemaRole};
 use crate::store::{S3Store, StoreError};
 use crate::ConfigError;
 
@@ -91,11 +92,13 @@ fn verify_pins(
     Ok(())
 }
 
-/// The index for this bundle's model: its dimension and identity go with every collection check.
+/// The index for this bundle's model: its dimension and identity, and the owner template, go with
+/// every collection check.
 async fn milvus(
     env: &Env<impl Fn(&str) -> Option<String>>,
     bundle: &ModelBundle,
     model: &crate::Config,
+    access: &Access,
     role: SchemaRole,
 ) -> Result<(MilvusIndex, MilvusConfig), SetupError> {
     let config = env.milvus()?;
@@ -103,9 +106,12 @@ async fn milvus(
         Some(arn) => Some(secret_token(arn).await?),
         None => config.token.clone(),
     };
-    let identity = bundle.identity(model.model_name.as_deref())?;
-    let dim = bundle.model_config()?.embed_dim;
-    Ok((MilvusIndex::new(&config, token, dim, identity, role).await?, config))
+    let spec = CollectionSpec {
+        dim: bundle.model_config()?.embed_dim,
+        model: bundle.identity(model.model_name.as_deref())?,
+        owner_template: access.owners.as_ref().map(|t| t.as_str().to_string()),
+    };
+    Ok((MilvusIndex::new(&config, token, spec, role).await?, config))
 }
 
 /// The secret is the token itself, or JSON with a `token` field (or `username` and `password`).
@@ -202,7 +208,8 @@ pub async fn ingestor_from_env() -> Result<Ingestor, SetupError> {
     let env = Env::process();
     let store = S3Store::from_env(&env.s3()?).await;
     let (bundle, config) = open_bundle(&env, &store, Tower::Visual).await?;
-    let (index, _) = milvus(&env, &bundle, &config, SchemaRole::Owner).await?;
+    let access = env.access()?;
+    let (index, _) = milvus(&env, &bundle, &config, &access, SchemaRole::Owner).await?;
     let index = warm_up_in_background(index);
     let embedder = load_image_encoder(bundle, config).await?;
     let ingest = env.ingest()?;
@@ -212,6 +219,7 @@ pub async fn ingestor_from_env() -> Result<Ingestor, SetupError> {
         index,
         retry: RetryPolicy::new(ingest.retry_attempts),
         config: ingest,
+        access,
     })
 }
 
@@ -221,8 +229,9 @@ pub async fn searcher_from_env() -> Result<Searcher, SetupError> {
     let env = Env::process();
     let store = S3Store::from_env(&env.s3()?).await;
     let (bundle, config) = open_bundle(&env, &store, Tower::Textual).await?;
+    let access = env.access()?;
     // Search only reads: it never creates or alters the collection, so its credential may be read-only.
-    let (index, milvus) = milvus(&env, &bundle, &config, SchemaRole::Reader).await?;
+    let (index, milvus) = milvus(&env, &bundle, &config, &access, SchemaRole::Reader).await?;
     let index = warm_up_in_background(index);
     let (embedder, model_name) = load_text_encoder(bundle, config).await?;
     Ok(Searcher {
@@ -232,6 +241,7 @@ pub async fn searcher_from_env() -> Result<Searcher, SetupError> {
         url_ttl: env.search()?.url_ttl,
         model_name,
         collection: milvus.collection,
+        access,
     })
 }
 

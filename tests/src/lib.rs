@@ -31,7 +31,7 @@ use shared::domain::search::Searcher;
 use shared::embedder::onnx::{RuntimeOptions, ORT_LIBRARY, ORT_LOCAL_DIR};
 use shared::embedder::{ClipImageEncoder, ClipTextEncoder, ModelBundle, ModelIdentity};
 use shared::events::S3Event;
-use shared::index::{MilvusIndex, SchemaRole};
+use shared::index::{CollectionSpec, MilvusIndex, SchemaRole};
 use shared::store::S3Store;
 
 /// The repository's root directory.
@@ -50,6 +50,11 @@ pub fn tiny_model() -> ModelBundle {
 }
 
 /// The tiny model's identity as the functions record it (the bundle folder names it).
+/// What a collection of the tiny model's vectors (of `dim`) records, with an owner template or none.
+pub fn tiny_spec(dim: usize, owner_template: Option<&str>) -> CollectionSpec {
+    CollectionSpec { dim, model: tiny_model_identity(), owner_template: owner_template.map(str::to_string) }
+}
+
 pub fn tiny_model_identity() -> ModelIdentity {
     tiny_model().identity(None).expect("tiny model config")
 }
@@ -249,7 +254,7 @@ impl Stack {
             collection: collection.to_string(),
             ..self.env().milvus().expect("stack.env has valid Milvus settings")
         };
-        MilvusIndex::new(&config, config.token.clone(), dim, tiny_model_identity(), SchemaRole::Reader)
+        MilvusIndex::new(&config, config.token.clone(), tiny_spec(dim, None), SchemaRole::Reader)
             .await
             .expect("milvus client")
     }
@@ -261,6 +266,18 @@ impl Stack {
 
     async fn milvus_client(&self, uri: &str, collection: &str, dim: usize, timeout: Duration) -> MilvusIndex {
         self.milvus_at(uri, collection, dim, timeout, tiny_model_identity()).await
+    }
+
+    /// A collection (dropped with its guard) whose owners follow `template` (`OWNER_KEY_TEMPLATE`).
+    pub async fn milvus_with_owners(&self, collection: &str, dim: usize, template: &str) -> TestCollection {
+        let config = MilvusConfig {
+            collection: collection.to_string(),
+            ..self.env().milvus().expect("stack.env has valid Milvus settings")
+        };
+        let spec = tiny_spec(dim, Some(template));
+        let index =
+            MilvusIndex::new(&config, config.token.clone(), spec, SchemaRole::Owner).await.expect("milvus client");
+        TestCollection { index: Arc::new(index) }
     }
 
     async fn milvus_at(
@@ -277,7 +294,8 @@ impl Stack {
             timeout,
             ..self.env().milvus().expect("stack.env has valid Milvus settings")
         };
-        MilvusIndex::new(&config, config.token.clone(), dim, model, SchemaRole::Owner).await.expect("milvus client")
+        let spec = CollectionSpec { model, ..tiny_spec(dim, None) };
+        MilvusIndex::new(&config, config.token.clone(), spec, SchemaRole::Owner).await.expect("milvus client")
     }
 
     /// A new, empty bucket.
@@ -370,6 +388,7 @@ pub async fn put(s3: &S3Store, bucket: &str, key: &str, bytes: Vec<u8>, content_
 /// The ingest use case wired to the stack's S3, a fresh Milvus collection and the tiny model.
 pub fn ingestor(s3: &S3Store, index: Arc<MilvusIndex>) -> Ingestor {
     Ingestor {
+        access: Default::default(),
         embedder: Arc::new(image_encoder()),
         store: Arc::new(s3.clone()),
         index,
@@ -387,6 +406,7 @@ pub fn searcher(s3: &S3Store, index: Arc<MilvusIndex>) -> Arc<Searcher> {
         store: Arc::new(s3.clone()),
         url_ttl: Duration::from_secs(900),
         model_name: "tiny-clip".into(),
+        access: Default::default(),
     })
 }
 

@@ -15,6 +15,7 @@ use serde::Serialize;
 use crate::domain::ingest::{IngestError, Ingestor, ObjectChange};
 use crate::domain::record::{record_id, NotIndexed};
 use crate::domain::retry::retry;
+use crate::domain::scope::ScopeError;
 use crate::index::{Deletion, IndexError, IndexedObject, VectorIndex};
 use crate::store::{ListedObject, ObjectStore, StoreError};
 
@@ -71,9 +72,12 @@ pub enum BulkError {
     Index(#[from] IndexError),
     #[error("ingesting failed")]
     Ingest(#[from] IngestError),
+    #[error(transparent)]
+    Scope(#[from] ScopeError),
 }
 
-/// Indexes the objects under `prefix` that are not indexed with their current ETag.
+/// Indexes the objects under `prefix` that are not indexed with their current ETag, among those
+/// the deployment serves (`KEY_PREFIX`/`KEY_SUFFIX`, as the S3 notification filter).
 /// `stop` is checked between batches; batches in flight finish, so nothing is half done.
 pub async fn backfill(
     ingestor: &Ingestor,
@@ -83,7 +87,7 @@ pub async fn backfill(
     progress: &dyn Progress,
     stop: &AtomicBool,
 ) -> Result<BackfillSummary, BulkError> {
-    let listed = retry(&ingestor.retry, "list bucket", || ingestor.store.list(bucket, prefix)).await?;
+    let listed = list_served(ingestor, bucket, prefix).await?;
     let mut summary = BackfillSummary { listed: listed.len(), ..Default::default() };
     progress.start(listed.len() as u64);
     let todo = not_indexed(ingestor, bucket, listed, &mut summary, progress).await?;
@@ -196,6 +200,14 @@ pub struct ReconcileReport {
     pub fixed: Option<BackfillSummary>,
 }
 
+/// The objects under `prefix` that the deployment serves, in key order.
+async fn list_served(ingestor: &Ingestor, bucket: &str, prefix: &str) -> Result<Vec<ListedObject>, BulkError> {
+    let prefix = ingestor.access.keys.narrow(prefix)?;
+    let mut listed = retry(&ingestor.retry, "list bucket", || ingestor.store.list(bucket, &prefix)).await?;
+    listed.retain(|o| ingestor.access.serves(bucket, &o.key));
+    Ok(listed)
+}
+
 /// Removes index entries whose objects are gone, reports objects missing from the index and,
 /// with `fix`, indexes them.
 pub async fn reconcile(
@@ -208,9 +220,11 @@ pub async fn reconcile(
     stop: &AtomicBool,
 ) -> Result<ReconcileReport, BulkError> {
     let index: &Arc<dyn VectorIndex> = &ingestor.index;
-    let store: &Arc<dyn ObjectStore> = &ingestor.store;
-    let listed = retry(&ingestor.retry, "list bucket", || store.list(bucket, prefix)).await?;
-    let indexed = retry(&ingestor.retry, "list index", || index.list(bucket, prefix)).await?;
+    let listed = list_served(ingestor, bucket, prefix).await?;
+    let prefix = ingestor.access.keys.narrow(prefix)?;
+    let mut indexed = retry(&ingestor.retry, "list index", || index.list(bucket, &prefix)).await?;
+    // Records outside the scope are not this deployment's to judge.
+    indexed.retain(|o| ingestor.access.serves(bucket, &o.key));
     let diff = differences(&listed, &indexed);
     let removed = remove_stale(ingestor, bucket, diff.stale).await?;
     let mut report = ReconcileReport {
@@ -222,7 +236,7 @@ pub async fn reconcile(
     };
     report.missing.sort();
     if fix && !report.missing.is_empty() {
-        let summary = backfill(ingestor, bucket, prefix, options, progress, stop).await?;
+        let summary = backfill(ingestor, bucket, &prefix, options, progress, stop).await?;
         report.fixed = Some(summary);
     }
     Ok(report)
@@ -325,6 +339,7 @@ mod tests {
         };
         index.upsert(&[record("late.png"), record("gone.png")]).await.unwrap();
         let ingestor = Ingestor {
+            access: Default::default(),
             embedder: Arc::new(NoEmbedder),
             store: Arc::new(RacingStore { late: ("late.png".into(), "e".into()) }),
             index: index.clone(),

@@ -16,6 +16,7 @@ use serde::Serialize;
 use crate::config::IngestConfig;
 use crate::domain::record::{record_id, ImageRecord, NotIndexed, Sequencer, SkipCause};
 use crate::domain::retry::{retry, RetryPolicy, Transient};
+use crate::domain::scope::Access;
 use crate::embedder::{ImageEmbedder, ImageError, InferenceError};
 use crate::index::{Deletion, IndexError, IndexedVersion, VectorIndex};
 use crate::store::{normalize_etag, ObjectStore, StoreError};
@@ -56,6 +57,9 @@ pub struct IngestReport {
     /// Events older (by S3's sequencer) than what the index already holds for their key: ignored.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub superseded: Vec<String>,
+    /// Objects outside the deployment's bucket or `KEY_PREFIX`/`KEY_SUFFIX`: ignored.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub outside_scope: Vec<String>,
 }
 
 /// The event could not be processed completely. Lambda retries the event and, after its
@@ -147,6 +151,8 @@ pub struct Ingestor {
     pub index: Arc<dyn VectorIndex>,
     pub config: IngestConfig,
     pub retry: RetryPolicy,
+    /// Which objects are indexed, and the owner stored with each.
+    pub access: Access,
 }
 
 impl Ingestor {
@@ -174,13 +180,22 @@ impl Ingestor {
     }
 
     async fn apply_with(&self, changes: Vec<ObjectChange>, policy: &RetryPolicy) -> Result<IngestReport, IngestError> {
+        let mut report = IngestReport::default();
+        let (changes, outside): (Vec<_>, Vec<_>) = changes.into_iter().partition(|change| {
+            let (bucket, key) = change.location();
+            self.access.serves(bucket, key)
+        });
+        for change in outside {
+            let (bucket, key) = change.location();
+            tracing::info!(bucket = %bucket, key = %key, "object outside UPLOADS_BUCKET/KEY_PREFIX/KEY_SUFFIX, ignored");
+            report.outside_scope.push(key.to_string());
+        }
         let changes = newest_per_key(changes);
         let ids: Vec<String> = changes.iter().map(|(id, _)| id.clone()).collect();
         let stored = match ids.is_empty() {
             true => HashMap::new(),
             false => retry(policy, "version lookup", || self.index.versions(&ids)).await?,
         };
-        let mut report = IngestReport::default();
         let mut failure = None;
         let mut removed = Vec::new();
         let mut created = Vec::new();
@@ -368,6 +383,7 @@ impl Ingestor {
                             id: pending.id.clone(),
                             bucket: pending.bucket.clone(),
                             key: pending.key.clone(),
+                            owner: self.access.owner_of(&pending.key),
                             size: object.size as i64,
                             etag: object.etag.clone(),
                             content_type: stored_content_type(object.content_type.as_deref())
@@ -633,6 +649,7 @@ mod tests {
         let index = Arc::new(MemoryIndex::default());
         let embedder = Arc::new(FakeEmbedder::default());
         let ingestor = Ingestor {
+            access: Default::default(),
             embedder: embedder.clone(),
             store: store.clone(),
             index: index.clone(),

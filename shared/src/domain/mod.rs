@@ -6,6 +6,7 @@ pub mod backfill;
 pub mod ingest;
 pub mod record;
 pub mod retry;
+pub mod scope;
 pub mod search;
 
 /// An error with every cause after it (`a: b: c`): errors keep their causes as `source`s, and the

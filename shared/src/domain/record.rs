@@ -11,6 +11,9 @@ pub struct ImageRecord {
     pub id: String,
     pub bucket: String,
     pub key: String,
+    /// Who the key belongs to under `OWNER_KEY_TEMPLATE` ([`crate::domain::scope::OwnerTemplate`]);
+    /// empty without a template or for a key outside every owner's space.
+    pub owner: String,
     pub size: i64,
     pub etag: String,
     pub content_type: String,
@@ -37,6 +40,8 @@ pub struct ImageHit {
 /// an expression with every string escaped, so user input never becomes expression syntax.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct SearchFilter {
+    /// Only this owner's records. Set from the caller's verified identity, never from a parameter.
+    pub owner: Option<String>,
     /// Only keys that start with it.
     pub prefix: Option<String>,
     /// Lower case, e.g. `image/jpeg`.
@@ -50,9 +55,15 @@ pub struct SearchFilter {
 }
 
 impl SearchFilter {
+    /// Whether the record belongs to the filter's owner (any record without one).
+    pub fn matches_owner(&self, record: &ImageRecord) -> bool {
+        self.owner.as_deref().is_none_or(|o| o == record.owner)
+    }
+
     /// The same rules in Rust, for in-memory indexes and checks.
     pub fn matches(&self, record: &ImageRecord) -> bool {
-        self.prefix.as_deref().is_none_or(|p| record.key.starts_with(p))
+        self.matches_owner(record)
+            && self.prefix.as_deref().is_none_or(|p| record.key.starts_with(p))
             && self.content_type.as_deref().is_none_or(|c| c == record.content_type)
             && self.uploaded_after_ms.is_none_or(|t| record.last_modified_ms >= t)
             && self.uploaded_before_ms.is_none_or(|t| record.last_modified_ms < t)
@@ -177,5 +188,8 @@ mod tests {
         assert!(only(SearchFilter { uploaded_after_ms: Some(1_000), ..Default::default() }));
         assert!(!only(SearchFilter { uploaded_before_ms: Some(1_000), ..Default::default() }));
         assert!(!only(SearchFilter { exclude_id: Some("1".into()), ..Default::default() }));
+        assert!(!only(SearchFilter { owner: Some("alice".into()), ..Default::default() }));
+        let alices = ImageRecord { owner: "alice".into(), ..record.clone() };
+        assert!(SearchFilter { owner: Some("alice".into()), ..Default::default() }.matches(&alices));
     }
 }

@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::domain::record::{ImageHit, SearchFilter};
+use crate::domain::record::{ImageHit, ImageRecord, SearchFilter};
 use crate::domain::retry::Transient;
+use crate::domain::scope::{Access, OwnerError};
 use crate::embedder::{cosine, InferenceError, TextEmbedError, TextEmbedder, TextError};
 use crate::index::{IndexError, SearchQuery, VectorIndex, MAX_RESULT_WINDOW};
 use crate::store::{ObjectStore, PresignedUrl, StoreError};
@@ -115,6 +116,13 @@ pub enum SearchError {
     Inference(#[from] InferenceError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(
+        "this deployment shows each user only their own images, and the request carries no verified identity: \
+         call the API with a token its authorizer accepts"
+    )]
+    Unauthenticated,
+    #[error("the verified identity cannot own images here: {0}")]
+    Forbidden(#[from] OwnerError),
 }
 
 pub struct Searcher {
@@ -124,6 +132,9 @@ pub struct Searcher {
     pub url_ttl: Duration,
     pub model_name: String,
     pub collection: String,
+    /// What may be returned: with an owner template, only the caller's images (the request's
+    /// `filter.owner`, required); always only objects of the served bucket and key scope.
+    pub access: Access,
 }
 
 /// A ranked hit and, with dedup, the keys collapsed into it.
@@ -135,11 +146,17 @@ struct Ranked {
 impl Searcher {
     pub async fn search(&self, request: &SearchRequest) -> Result<SearchPage, SearchError> {
         let mut filter = request.filter.clone();
+        let owner_prefix = self.owner_prefix(&filter)?;
         let vector = match &request.by {
             SearchBy::Text(q) => self.embed_text(q).await?,
             SearchBy::SimilarTo(key) => {
+                // Another owner's image, or one outside the scope, is "not indexed": the answer
+                // does not tell whether it exists.
                 let records = self.index.records_with_key(key).await?;
-                let record = records.into_iter().next().ok_or_else(|| SearchError::NotIndexed(key.clone()))?;
+                let record = records
+                    .into_iter()
+                    .find(|r| filter.matches_owner(r) && self.may_return(r, owner_prefix.as_deref()))
+                    .ok_or_else(|| SearchError::NotIndexed(key.clone()))?;
                 filter.exclude_id = Some(record.id);
                 record.vector
             }
@@ -150,6 +167,16 @@ impl Searcher {
         };
         let mut results = Vec::with_capacity(ranked.len());
         for Ranked { mut hit, duplicates } in ranked {
+            // The index filter already applied the owner: this is the second lock on the door,
+            // so a wrong filter or a record stored under the wrong owner still presigns nothing.
+            if !self.may_return(&hit.record, owner_prefix.as_deref()) {
+                tracing::error!(key = %hit.record.key, bucket = %hit.record.bucket, "the index returned an object this caller may not see; left out");
+                continue;
+            }
+            let duplicates = duplicates
+                .into_iter()
+                .filter(|key| owner_prefix.as_deref().is_none_or(|p| key.starts_with(p)))
+                .collect();
             let url = self.store.presign_get(&hit.record.bucket, &hit.record.key, self.url_ttl).await?;
             hit.record.vector = Vec::new();
             results.push(Found { hit, url, duplicates });
@@ -157,6 +184,20 @@ impl Searcher {
         let next_offset = request.offset + request.k;
         let next_offset = (has_more && next_offset + request.k <= MAX_RESULT_WINDOW).then_some(next_offset);
         Ok(SearchPage { results, next_offset })
+    }
+
+    /// With an owner template, the caller's key prefix: the request must name its owner (from a
+    /// verified identity), and the owner must be one that can own keys.
+    fn owner_prefix(&self, filter: &SearchFilter) -> Result<Option<String>, SearchError> {
+        let Some(template) = &self.access.owners else { return Ok(None) };
+        let owner = filter.owner.as_deref().ok_or(SearchError::Unauthenticated)?;
+        Ok(Some(template.key_prefix(owner)?))
+    }
+
+    /// Whether a record may be returned and presigned: an object of the served bucket and key
+    /// scope and, with isolation, under the caller's prefix.
+    fn may_return(&self, record: &ImageRecord, owner_prefix: Option<&str>) -> bool {
+        self.access.serves(&record.bucket, &record.key) && owner_prefix.is_none_or(|p| record.key.starts_with(p))
     }
 
     async fn embed_text(&self, q: &str) -> Result<Vec<f32>, SearchError> {
@@ -228,7 +269,8 @@ impl Searcher {
 
     pub async fn health(&self) -> Health {
         let milvus = match self.index.count().await {
-            Ok(n) => MilvusHealth { ok: true, images: Some(n), state: None },
+            // With isolation, the number of images is everyone's: not for any one user.
+            Ok(n) => MilvusHealth { ok: true, images: self.access.owners.is_none().then_some(n), state: None },
             Err(e) => {
                 tracing::error!(collection = %self.collection, error = %e, "health check: Milvus is not usable");
                 let state = if e.is_transient() { "unavailable" } else { "misconfigured" };
@@ -305,6 +347,7 @@ mod tests {
             id: record_id("b", key),
             bucket: "b".into(),
             key: key.into(),
+            owner: String::new(),
             size: 10,
             etag: etag.into(),
             content_type: "image/jpeg".into(),
@@ -336,6 +379,7 @@ mod tests {
             url_ttl: Duration::from_secs(60),
             model_name: "m".into(),
             collection: "c".into(),
+            access: Access::default(),
         }
     }
 
@@ -387,5 +431,70 @@ mod tests {
         assert_eq!(keys(&page), ["d", "b"]);
         let missing = SearchRequest { by: SearchBy::SimilarTo("nope".into()), ..request };
         assert!(matches!(s.search(&missing).await, Err(SearchError::NotIndexed(k)) if k == "nope"));
+    }
+
+    /// Alice's and Bob's images under `users/{sub}/`, with one record stored under the wrong owner.
+    fn isolated() -> Searcher {
+        let mut s = searcher();
+        s.access.owners = Some(crate::domain::scope::OwnerTemplate::parse("users/{sub}/").unwrap());
+        let index = MemoryIndex::default();
+        let owned = |key: &str, owner: &str, vector| ImageRecord { owner: owner.into(), ..record(key, key, vector) };
+        for r in [
+            owned("users/alice/a.jpg", "alice", [1.0, 0.0]),
+            owned("users/bob/b.jpg", "bob", [1.0, 0.01]),
+            owned("users/bob/misfiled.jpg", "alice", [0.9, 0.1]),
+        ] {
+            index.records.lock().unwrap().insert(r.id.clone(), r);
+        }
+        s.index = Arc::new(index);
+        s
+    }
+
+    fn as_owner(owner: Option<&str>, request: SearchRequest) -> SearchRequest {
+        let mut request = request;
+        request.filter.owner = owner.map(str::to_string);
+        request
+    }
+
+    #[tokio::test]
+    async fn with_isolation_a_caller_finds_only_their_own_images() {
+        let s = isolated();
+        let page = s.search(&as_owner(Some("alice"), SearchRequest::text("x", 10))).await.unwrap();
+        assert_eq!(keys(&page), ["users/alice/a.jpg"], "bob's image and the misfiled one stay out");
+        let page = s.search(&as_owner(Some("bob"), SearchRequest::text("x", 10))).await.unwrap();
+        assert_eq!(keys(&page), ["users/bob/b.jpg"]);
+        let with_prefix = SearchRequest {
+            filter: SearchFilter { prefix: Some("users/bob/".into()), ..Default::default() },
+            ..SearchRequest::text("x", 10)
+        };
+        assert!(s.search(&as_owner(Some("alice"), with_prefix)).await.unwrap().results.is_empty());
+        let dedup = SearchRequest { dedup: true, ..SearchRequest::text("x", 10) };
+        let page = s.search(&as_owner(Some("alice"), dedup)).await.unwrap();
+        assert_eq!(keys(&page), ["users/alice/a.jpg"]);
+        assert!(page.results[0].duplicates.is_empty(), "bob's near-identical image is not named as a duplicate");
+    }
+
+    #[tokio::test]
+    async fn with_isolation_another_owners_image_is_not_indexed_and_no_owner_is_refused() {
+        let s = isolated();
+        let similar = |key: &str| SearchRequest { by: SearchBy::SimilarTo(key.into()), ..SearchRequest::text("", 5) };
+        let refused = s.search(&as_owner(Some("alice"), similar("users/bob/b.jpg"))).await;
+        assert!(matches!(refused, Err(SearchError::NotIndexed(_))), "{refused:?}");
+        assert!(s.search(&as_owner(Some("alice"), similar("users/alice/a.jpg"))).await.unwrap().results.is_empty());
+        assert!(matches!(s.search(&SearchRequest::text("x", 5)).await, Err(SearchError::Unauthenticated)));
+        let slash = s.search(&as_owner(Some("bob/../alice"), SearchRequest::text("x", 5))).await;
+        assert!(matches!(slash, Err(SearchError::Forbidden(_))), "{slash:?}");
+        assert_eq!(s.health().await.milvus.images, None, "the total is everyone's");
+    }
+
+    #[tokio::test]
+    async fn only_the_served_bucket_and_keys_are_presigned() {
+        let mut s = searcher();
+        s.access.keys = crate::domain::scope::KeyScope { prefix: String::new(), suffix: "a".into() };
+        let page = s.search(&SearchRequest::text("x", 10)).await.unwrap();
+        assert_eq!(keys(&page), ["a"]);
+        s.access.keys = Default::default();
+        s.access.bucket = Some("other".into());
+        assert!(s.search(&SearchRequest::text("x", 10)).await.unwrap().results.is_empty());
     }
 }

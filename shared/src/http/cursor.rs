@@ -71,6 +71,7 @@ fn fingerprint(request: &SearchRequest) -> String {
             SearchBy::SimilarTo(key) => ["similar_to", key],
         },
         request.min_score.map(f32::to_bits),
+        filter.owner,
         filter.prefix,
         filter.content_type,
         filter.uploaded_after_ms,

@@ -18,6 +18,7 @@ use axum::http::{Method, Request, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, MethodRouter};
 use axum::Router;
+use lambda_http::request::RequestContext;
 use lambda_http::RequestExt;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -27,6 +28,7 @@ pub use cursor::{at as cursor_at, CursorError, CursorKey};
 pub use params::{ApiError, PARAMETERS};
 pub use wire::{SearchResponse, SearchResult};
 
+use crate::domain::scope::{Access, OwnerError};
 use crate::domain::search::{SearchError, Searcher};
 use crate::index::IndexError;
 
@@ -138,16 +140,21 @@ async fn search(
     request: Request<Body>,
 ) -> Response {
     let request_id = request.lambda_context_ref().map(|c| c.request_id.clone()).unwrap_or_default();
+    let owner = match caller(&request, &api.searcher.access) {
+        Ok(owner) => owner,
+        Err(e) => return error_response(&classify(&e), None),
+    };
+    let owner = owner.as_deref();
     let parsed = if method == Method::POST {
         match axum::body::to_bytes(request.into_body(), MAX_BODY_BYTES).await {
-            Ok(bytes) => parse_search_request(SearchInput::JsonBody(&bytes), &api.cursors),
+            Ok(bytes) => parse_search_request(SearchInput::JsonBody(&bytes), &api.cursors, owner),
             Err(_) => Err(ApiError::bad_request(
                 "malformed_json",
                 format!("the request body is over {MAX_BODY_BYTES} bytes; send JSON like {{\"q\": \"red bicycle\", \"k\": 10}}"),
             )),
         }
     } else {
-        parse_search_request(SearchInput::Query(query.as_deref()), &api.cursors)
+        parse_search_request(SearchInput::Query(query.as_deref()), &api.cursors, owner)
     };
     let request = match parsed {
         Ok(request) => request,
@@ -181,16 +188,45 @@ pub enum SearchInput<'a> {
 }
 
 /// Parses and validates a search request (parameters, filters and a cursor signed with `cursors`),
-/// or says what to fix.
+/// or says what to fix. `owner` is the caller's, from [`caller`]: it restricts the search and
+/// binds the cursor, so one owner's cursor is refused for another.
 pub fn parse_search_request(
     input: SearchInput<'_>,
     cursors: &CursorKey,
+    owner: Option<&str>,
 ) -> Result<crate::domain::search::SearchRequest, ApiError> {
     let params = match input {
         SearchInput::Query(query) => params::from_query(query),
         SearchInput::JsonBody(bytes) => params::from_json(bytes)?,
     };
-    params::validate(params, cursors)
+    params::validate(params, cursors, owner)
+}
+
+/// The owner a local server vouches for (`clip-search serve --as-user`), as a request extension:
+/// nothing from the network can set one.
+#[derive(Debug, Clone)]
+pub struct VerifiedOwner(pub String);
+
+/// The caller's owner when the deployment isolates users (`OWNER_KEY_TEMPLATE`): the template's
+/// claim from the identity API Gateway verified (its JWT authorizer puts the claims in the request
+/// context), or a [`VerifiedOwner`] extension. Headers, parameters and unverified tokens are never
+/// read, so on an open API nobody can claim an identity.
+pub fn caller<B>(request: &Request<B>, access: &Access) -> Result<Option<String>, SearchError> {
+    let Some(template) = &access.owners else { return Ok(None) };
+    if let Some(VerifiedOwner(owner)) = request.extensions().get::<VerifiedOwner>() {
+        return Ok(Some(owner.clone()));
+    }
+    let claims = match request.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(context)) => {
+            context.authorizer.as_ref().and_then(|a| a.jwt.as_ref()).map(|jwt| &jwt.claims)
+        }
+        _ => None,
+    };
+    let claims = claims.ok_or(SearchError::Unauthenticated)?;
+    match claims.get(template.claim()) {
+        Some(owner) => Ok(Some(owner.clone())),
+        None => Err(SearchError::Forbidden(OwnerError::MissingClaim(template.claim().to_string()))),
+    }
 }
 
 /// Larger than any valid request: a query is at most 1000 characters.
@@ -207,6 +243,12 @@ fn classify(error: &SearchError) -> ApiError {
             code: "index_unavailable",
             message: "the search index is not answering; try again shortly".into(),
         },
+        SearchError::Unauthenticated => {
+            ApiError { status: StatusCode::UNAUTHORIZED, code: "unauthenticated", message: error.to_string() }
+        }
+        SearchError::Forbidden(_) => {
+            ApiError { status: StatusCode::FORBIDDEN, code: "forbidden", message: error.to_string() }
+        }
         SearchError::Index(_) | SearchError::Inference(_) | SearchError::Store(_) => ApiError {
             status: StatusCode::INTERNAL_SERVER_ERROR,
             code: "internal_error",

@@ -70,7 +70,11 @@ pub(super) fn from_json(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
 
 /// The rules for every parameter, shared by GET and POST. Optional parameters given as ""
 /// count as absent, so an HTML form can send its empty fields.
-pub(super) fn validate(mut params: Map<String, Value>, cursors: &CursorKey) -> Result<SearchRequest, ApiError> {
+pub(super) fn validate(
+    mut params: Map<String, Value>,
+    cursors: &CursorKey,
+    owner: Option<&str>,
+) -> Result<SearchRequest, ApiError> {
     if let Some(unknown) = params.keys().find(|name| !PARAMETERS.contains(&name.as_str())) {
         return Err(ApiError::bad_request(
             "unknown_parameter",
@@ -152,7 +156,8 @@ pub(super) fn validate(mut params: Map<String, Value>, cursors: &CursorKey) -> R
             ))
         }
     };
-    let filter = SearchFilter { prefix, content_type, uploaded_after_ms, uploaded_before_ms, exclude_id: None };
+    let owner = owner.map(str::to_string);
+    let filter = SearchFilter { owner, prefix, content_type, uploaded_after_ms, uploaded_before_ms, exclude_id: None };
     let mut search = SearchRequest { by, k, min_score, filter, dedup, offset: 0 };
     if let Some(text) = optional_text(&mut params, "cursor")? {
         search.offset = cursor::offset(&search, &text, cursors)
@@ -267,7 +272,7 @@ mod tests {
         if !all.contains_key("similar_to") {
             all.entry("q").or_insert(json!("cat"));
         }
-        validate(all, &key())
+        validate(all, &key(), None)
     }
 
     fn key() -> CursorKey {
@@ -290,7 +295,7 @@ mod tests {
 
     #[test]
     fn q_rules() {
-        assert_eq!(validate(Map::new(), &key()).unwrap_err().code, "missing_query");
+        assert_eq!(validate(Map::new(), &key(), None).unwrap_err().code, "missing_query");
         assert_eq!(code(&[("q", json!("  \t"))]), "empty_query");
         assert_eq!(code(&[("q", json!(""))]), "empty_query");
         assert_eq!(code(&[("q", json!(5))]), "invalid_query");
@@ -365,12 +370,21 @@ mod tests {
             code(&[("cursor", json!(cursor::at(&first, 10, &CursorKey::from_secret("other"))))]),
             "invalid_cursor"
         );
+        // One owner's cursor is refused for another, and an owner's for an anonymous search.
+        let q = || params(&[("q", json!("cat"))]);
+        let alices = validate(q(), &key(), Some("alice")).unwrap();
+        assert_eq!(alices.filter.owner.as_deref(), Some("alice"));
+        let cursor = || json!(cursor::at(&alices, 10, &key()));
+        let with_cursor = || params(&[("q", json!("cat")), ("cursor", cursor())]);
+        assert_eq!(validate(with_cursor(), &key(), Some("alice")).unwrap().offset, 10);
+        assert_eq!(validate(with_cursor(), &key(), Some("bob")).unwrap_err().code, "invalid_cursor");
+        assert_eq!(validate(with_cursor(), &key(), None).unwrap_err().code, "invalid_cursor");
     }
 
     #[test]
     fn json_bodies() {
         let body = from_json(br#"{"q": "cat", "k": 3, "dedup": null}"#).unwrap();
-        assert_eq!(validate(body, &key()).unwrap(), SearchRequest::text("cat", 3));
+        assert_eq!(validate(body, &key(), None).unwrap(), SearchRequest::text("cat", 3));
         assert_eq!(from_json(b"{oops").unwrap_err().code, "malformed_json");
         assert_eq!(from_json(b"[1]").unwrap_err().code, "malformed_json");
         assert_eq!(from_json(b"").unwrap_err().code, "malformed_json");

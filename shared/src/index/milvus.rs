@@ -25,13 +25,15 @@ use tonic::Code;
 use super::{Deletion, IndexError, IndexedObject, IndexedVersion, SearchQuery, VectorIndex};
 use crate::config::MilvusConfig;
 use crate::domain::record::{ImageHit, ImageRecord, SearchFilter, Sequencer};
+use crate::domain::scope::MAX_OWNER_BYTES;
 use crate::embedder::ModelIdentity;
 
 const VECTOR: &str = "vector";
-const OUTPUT_FIELDS: [&str; 11] = [
+const OUTPUT_FIELDS: [&str; 12] = [
     "id",
     "bucket",
     "key",
+    "owner",
     "size",
     "etag",
     "content_type",
@@ -45,6 +47,18 @@ const OUTPUT_FIELDS: [&str; 11] = [
 /// The collection properties that record the model (Milvus Lite keeps properties, not descriptions).
 const MODEL_PROPERTY: &str = "clip_search.model";
 const MODEL_CONFIG_PROPERTY: &str = "clip_search.model_config_sha256";
+/// The collection property that records `OWNER_KEY_TEMPLATE` ("" without one): the owners stored
+/// by ingest mean what search filters by only if both read keys the same way.
+const OWNER_TEMPLATE_PROPERTY: &str = "clip_search.owner_key_template";
+
+/// What a collection must fit: the model's embedding size and identity, and how keys map to owners.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CollectionSpec {
+    pub dim: usize,
+    pub model: ModelIdentity,
+    /// `OWNER_KEY_TEMPLATE` as configured; `None` without one.
+    pub owner_template: Option<String>,
+}
 
 /// Who owns the collection's schema. Ingest (and the CLI's bulk commands) create the collection
 /// and its index; search only uses them, so its Milvus credential can be read-only.
@@ -57,21 +71,19 @@ pub enum SchemaRole {
 pub struct MilvusIndex {
     connect: ConnectConfig,
     collection: String,
-    dim: usize,
-    model: ModelIdentity,
+    spec: CollectionSpec,
     role: SchemaRole,
     client: OnceCell<ClientV2>,
 }
 
 impl MilvusIndex {
-    /// Prepares the client; nothing is sent until the first call. `dim` is the model's embedding
-    /// size and `model` its identity, recorded in a collection an [`SchemaRole::Owner`] creates; a
-    /// [`SchemaRole::Reader`] never creates or alters it, and reports a missing one as unavailable.
+    /// Prepares the client; nothing is sent until the first call. An [`SchemaRole::Owner`] creates
+    /// a missing collection for `spec`; a [`SchemaRole::Reader`] never creates or alters one, and
+    /// reports a missing one as unavailable. Both refuse a collection that does not fit `spec`.
     pub async fn new(
         config: &MilvusConfig,
         token: Option<String>,
-        dim: usize,
-        model: ModelIdentity,
+        spec: CollectionSpec,
         role: SchemaRole,
     ) -> Result<Self, IndexError> {
         let mut connect = ConnectConfig::new()
@@ -82,7 +94,7 @@ impl MilvusIndex {
         if let Some(token) = token {
             connect = connect.token(token);
         }
-        Ok(MilvusIndex { connect, collection: config.collection.clone(), dim, model, role, client: OnceCell::new() })
+        Ok(MilvusIndex { connect, collection: config.collection.clone(), spec, role, client: OnceCell::new() })
     }
 
     /// Connects and checks the collection now, so the first request does not pay for it. A failure
@@ -130,11 +142,11 @@ impl MilvusIndex {
             let request = CreateCollectionRequest::builder()
                 .collection_name(name)
                 .schema(self.schema())
-                .properties(model_properties(&self.model))
+                .properties(collection_properties(&self.spec))
                 .build()
                 .map_err(classify)?;
             match client.create_collection(request).await {
-                Ok(_) => tracing::info!(collection = name, dim = self.dim, "created the Milvus collection"),
+                Ok(_) => tracing::info!(collection = name, dim = self.spec.dim, "created the Milvus collection"),
                 // Another container created it at the same moment (Milvus words this in several ways,
                 // Milvus Lite as a file error): if it exists now, the checks below decide.
                 Err(e) if self.appears_soon(client).await? => {
@@ -148,34 +160,47 @@ impl MilvusIndex {
             .await
             .map_err(classify)?;
         let schema = description.description().get_schema();
-        match model_of(description.description().get_properties()) {
-            Some(recorded) if recorded == self.model => {}
+        let properties = description.description().get_properties();
+        let model = &self.spec.model;
+        match model_of(properties) {
+            Some(recorded) if recorded == *model => {}
             Some(recorded) => {
                 return Err(self.incompatible(format!(
                     "its vectors were made by the model {recorded}, not by {}; embeddings of two models \
                      cannot be compared: use another MILVUS_COLLECTION for this model, or the same model \
                      (MODEL_NAME sets the name recorded)",
-                    self.model
+                    model
                 )))
             }
             None => {
                 return Err(self.incompatible(format!(
                     "it does not record which model made its vectors (made by an older version); \
                      use another MILVUS_COLLECTION for {} and backfill it",
-                    self.model
+                    model
                 )))
             }
+        }
+        let recorded = properties.get(OWNER_TEMPLATE_PROPERTY).map(String::as_str).unwrap_or_default();
+        let ours = self.spec.owner_template.as_deref().unwrap_or_default();
+        // A reader without a template serves everyone's images (no isolation): any template fits it.
+        let reads_all = self.role == SchemaRole::Reader && self.spec.owner_template.is_none();
+        if recorded != ours && !reads_all {
+            return Err(self.incompatible(format!(
+                "its owners were stored with OWNER_KEY_TEMPLATE={recorded:?}, not {ours:?}; owners derived \
+                 another way would give users the wrong images: set the same template, or use another \
+                 MILVUS_COLLECTION and backfill it"
+            )));
         }
         let fields = schema.get_fields();
         let vector = fields
             .iter()
             .find(|f| f.get_name() == VECTOR)
             .ok_or_else(|| self.incompatible(format!("it has no `{VECTOR}` field; use another MILVUS_COLLECTION")))?;
-        if vector.get_dimension() as usize != self.dim {
+        if vector.get_dimension() as usize != self.spec.dim {
             return Err(self.incompatible(format!(
                 "its vectors have dimension {} but the model's embeddings have dimension {}; use another MILVUS_COLLECTION for this model",
                 vector.get_dimension(),
-                self.dim
+                self.spec.dim
             )));
         }
         for field in OUTPUT_FIELDS {
@@ -259,6 +284,8 @@ impl MilvusIndex {
             .add_field(text("id", 64).primary_key(true).auto_id(false).description("sha256(bucket, key)"))
             .add_field(text("bucket", 63))
             .add_field(text("key", 1024))
+            // The partition key groups each owner's records, so a per-user search reads only theirs.
+            .add_field(text("owner", MAX_OWNER_BYTES as u32).partition_key(true).description("from OWNER_KEY_TEMPLATE"))
             .add_field(int("size"))
             .add_field(text("etag", 128))
             .add_field(text("content_type", 255))
@@ -267,7 +294,7 @@ impl MilvusIndex {
             .add_field(int("height"))
             .add_field(int("indexed_at").description("ms since the epoch"))
             .add_field(text("sequencer", Sequencer::WIDTH as u32).description("S3 event order; empty when unknown"))
-            .add_field(FieldSchema::new().name(VECTOR).data_type(DataType::FloatVector).dimension(self.dim as u32))
+            .add_field(FieldSchema::new().name(VECTOR).data_type(DataType::FloatVector).dimension(self.spec.dim as u32))
     }
 
     async fn create_index(&self, client: &ClientV2) -> Result<(), IndexError> {
@@ -295,11 +322,12 @@ impl MilvusIndex {
     }
 }
 
-/// The collection properties that record `model`.
-fn model_properties(model: &ModelIdentity) -> HashMap<String, String> {
+/// The collection properties that record the model and the owner template of `spec`.
+fn collection_properties(spec: &CollectionSpec) -> HashMap<String, String> {
     HashMap::from([
-        (MODEL_PROPERTY.to_string(), model.name.clone()),
-        (MODEL_CONFIG_PROPERTY.to_string(), model.config_hash.clone()),
+        (MODEL_PROPERTY.to_string(), spec.model.name.clone()),
+        (MODEL_CONFIG_PROPERTY.to_string(), spec.model.config_hash.clone()),
+        (OWNER_TEMPLATE_PROPERTY.to_string(), spec.owner_template.clone().unwrap_or_default()),
     ])
 }
 
@@ -342,6 +370,10 @@ fn prefix_expression(field: &str, prefix: &str) -> String {
 /// The filter as a Milvus boolean expression ("" when it lets everything through).
 fn filter_expression(filter: &SearchFilter) -> String {
     let mut parts = Vec::new();
+    // First, on the partition key: Milvus then searches only this owner's partition.
+    if let Some(owner) = &filter.owner {
+        parts.push(format!("owner == \"{}\"", escape(owner)));
+    }
     if let Some(prefix) = filter.prefix.as_deref().filter(|p| !p.is_empty()) {
         parts.push(prefix_expression("key", prefix));
     }
@@ -376,7 +408,7 @@ impl VectorIndex for MilvusIndex {
             .iter()
             .map(|r| {
                 json!({
-                    "id": r.id, "bucket": r.bucket, "key": r.key, "size": r.size, "etag": r.etag,
+                    "id": r.id, "bucket": r.bucket, "key": r.key, "owner": r.owner, "size": r.size, "etag": r.etag,
                     "content_type": r.content_type, "last_modified": r.last_modified_ms,
                     "width": r.width, "height": r.height, "indexed_at": r.indexed_at_ms,
                     "sequencer": r.sequencer.as_ref().map(Sequencer::as_str).unwrap_or(""), "vector": r.vector,
@@ -552,6 +584,7 @@ fn record_from_row(row: &ResultRow<'_>, with_vector: bool) -> Result<ImageRecord
         id: text("id")?,
         bucket: text("bucket")?,
         key: text("key")?,
+        owner: text("owner")?,
         size: int("size")?,
         etag: text("etag")?,
         content_type: text("content_type")?,
@@ -651,6 +684,7 @@ mod tests {
             before in any::<i64>(),
         ) {
             let filter = |p: &str, c: &str, e: &str| SearchFilter {
+                owner: None,
                 prefix: Some(p.to_string()),
                 content_type: Some(c.to_string()),
                 uploaded_after_ms: Some(after),
@@ -673,7 +707,10 @@ mod tests {
     #[test]
     fn the_properties_record_the_model_and_read_back() {
         let model = ModelIdentity { name: "ViT-B-32 openai".into(), config_hash: "0123456789abcdef".into() };
-        assert_eq!(model_of(&model_properties(&model)), Some(model));
+        let spec = CollectionSpec { dim: 2, model: model.clone(), owner_template: Some("u/{sub}/".into()) };
+        let properties = collection_properties(&spec);
+        assert_eq!(model_of(&properties), Some(model));
+        assert_eq!(properties[OWNER_TEMPLATE_PROPERTY], "u/{sub}/");
         assert_eq!(model_of(&HashMap::new()), None);
     }
 
@@ -698,6 +735,7 @@ mod tests {
     fn filters_become_escaped_expressions() {
         assert_eq!(filter_expression(&SearchFilter::default()), "");
         let filter = SearchFilter {
+            owner: Some("al\"ice".into()),
             prefix: Some(r#"a" or id != "x\"#.into()),
             content_type: Some("image/jpeg".into()),
             uploaded_after_ms: Some(5),
@@ -708,7 +746,7 @@ mod tests {
         assert_eq!(
             filter_expression(&filter),
             format!(
-                r#"(key >= "a\" or id != \"x\\" and key < "a\" or id != \"x\\{top}") and content_type == "image/jpeg" and last_modified >= 5 and last_modified < 9 and id != "ab""#
+                r#"owner == "al\"ice" and (key >= "a\" or id != \"x\\" and key < "a\" or id != \"x\\{top}") and content_type == "image/jpeg" and last_modified >= 5 and last_modified < 9 and id != "ab""#
             )
         );
     }

@@ -4,7 +4,7 @@ mod milvus;
 
 use std::collections::HashMap;
 
-pub use milvus::{MilvusIndex, SchemaRole};
+pub use milvus::{CollectionSpec, MilvusIndex, SchemaRole};
 
 use crate::domain::record::{ImageHit, ImageRecord, SearchFilter, Sequencer};
 use crate::domain::retry::Transient;
@@ -23,6 +23,7 @@ impl<'a> SearchQuery<'a> {
     /// The `limit` nearest records, unfiltered, without vectors.
     pub fn top(vector: &'a [f32], limit: usize) -> Self {
         static EVERYTHING: SearchFilter = SearchFilter {
+            owner: None,
             prefix: None,
             content_type: None,
             uploaded_after_ms: None,

@@ -2,9 +2,11 @@
 //! environment (`AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_ENDPOINT_URL_S3`, the Lambda role, ...).
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::config::{ProvideCredentials, SharedCredentialsProvider};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::Client;
@@ -16,6 +18,39 @@ use crate::domain::describe;
 #[derive(Clone)]
 pub struct S3Store {
     client: Client,
+    /// The provider the client signs with, asked for the credentials' expiry.
+    provider: Option<SharedCredentialsProvider>,
+    /// What is known of the signing credentials' lifetime, looked up at most once a minute.
+    credentials: Arc<Mutex<Option<CredentialLifetime>>>,
+}
+
+/// When the credentials that sign URLs stop working.
+#[derive(Debug, Clone, Copy)]
+struct CredentialLifetime {
+    looked_up: SystemTime,
+    expiry: Option<SystemTime>,
+    /// Temporary (with a session token): they expire even when the provider does not say when.
+    temporary: bool,
+}
+
+/// How long URLs signed with temporary credentials of unknown expiry may live. The Lambda runtime
+/// hands the role's session credentials over in the environment without their expiry; AWS
+/// documents that role sessions of services such as Lambda may end sooner than the role's
+/// maximum session duration, so a URL is not promised beyond an hour.
+pub const UNKNOWN_EXPIRY_TTL_CAP: Duration = Duration::from_secs(3600);
+/// Kept back from a known expiry: the URL must still work when the user clicks it.
+const EXPIRY_MARGIN: Duration = Duration::from_secs(30);
+
+/// The lifetime of a URL asked to live `ttl`, signed at `now` with credentials that end at
+/// `expiry` (a URL dies with its credentials, whatever its own expiry says).
+fn presign_lifetime(ttl: Duration, now: SystemTime, lifetime: Option<CredentialLifetime>) -> Duration {
+    let Some(lifetime) = lifetime else { return ttl };
+    let cap = match lifetime.expiry {
+        Some(expiry) => expiry.duration_since(now).unwrap_or_default().saturating_sub(EXPIRY_MARGIN),
+        None if lifetime.temporary => UNKNOWN_EXPIRY_TTL_CAP,
+        None => return ttl,
+    };
+    ttl.min(cap).max(Duration::from_secs(1))
 }
 
 impl S3Store {
@@ -27,7 +62,28 @@ impl S3Store {
     /// A client from an explicit AWS configuration (tools and tests).
     pub fn from_sdk_config(shared: &aws_config::SdkConfig, config: &S3Config) -> Self {
         let s3 = aws_sdk_s3::config::Builder::from(shared).force_path_style(config.force_path_style).build();
-        S3Store { client: Client::from_conf(s3) }
+        S3Store { client: Client::from_conf(s3), provider: shared.credentials_provider(), credentials: Arc::default() }
+    }
+
+    /// The signing credentials' lifetime, from the client's credentials provider (cached for a
+    /// minute: providers such as SSO read files or call out).
+    async fn credential_lifetime(&self) -> Option<CredentialLifetime> {
+        let now = SystemTime::now();
+        let cached = *self.credentials.lock().expect("lock");
+        if let Some(known) =
+            cached.filter(|c| now.duration_since(c.looked_up).unwrap_or_default() < Duration::from_secs(60))
+        {
+            return Some(known);
+        }
+        let provider = self.provider.as_ref()?;
+        let credentials = provider.provide_credentials().await.ok()?;
+        let known = CredentialLifetime {
+            looked_up: now,
+            expiry: credentials.expiry(),
+            temporary: credentials.session_token().is_some(),
+        };
+        *self.credentials.lock().expect("lock") = Some(known);
+        Some(known)
     }
 
     pub fn client(&self) -> &Client {
@@ -148,6 +204,7 @@ impl ObjectStore for S3Store {
 
     async fn presign_get(&self, bucket: &str, key: &str, ttl: Duration) -> Result<PresignedUrl, StoreError> {
         let start = SystemTime::now();
+        let ttl = presign_lifetime(ttl, start, self.credential_lifetime().await);
         let config = PresigningConfig::builder()
             .start_time(start)
             .expires_in(ttl)
@@ -230,6 +287,23 @@ fn classify_response(status: u16, code: &str, message: &str, bucket: &str, key: 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_never_outlive_their_credentials() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let ttl = Duration::from_secs(900);
+        let lifetime = |expiry: Option<u64>, temporary| {
+            Some(CredentialLifetime { looked_up: now, expiry: expiry.map(|s| now + Duration::from_secs(s)), temporary })
+        };
+        assert_eq!(presign_lifetime(ttl, now, None), ttl, "no credentials known: as asked");
+        assert_eq!(presign_lifetime(ttl, now, lifetime(None, false)), ttl, "long-term keys");
+        assert_eq!(presign_lifetime(ttl, now, lifetime(Some(7200), true)), ttl, "far from expiry");
+        assert_eq!(presign_lifetime(ttl, now, lifetime(Some(600), true)), Duration::from_secs(570));
+        assert_eq!(presign_lifetime(ttl, now, lifetime(Some(10), true)), Duration::from_secs(1), "at least a second");
+        let week = Duration::from_secs(7 * 24 * 3600);
+        assert_eq!(presign_lifetime(week, now, lifetime(None, true)), UNKNOWN_EXPIRY_TTL_CAP);
+        assert_eq!(presign_lifetime(week, now, lifetime(Some(36 * 3600), true)), Duration::from_secs(36 * 3600 - 30));
+    }
 
     fn class(status: u16, code: &str, message: &str) -> &'static str {
         match classify_response(status, code, message, "b", "k") {

@@ -57,6 +57,7 @@ impl Rig {
         let sdk = sandbox.stack.aws().await.into_builder().endpoint_url(s3_proxy.url("http")).build();
         let store = S3Store::from_sdk_config(&sdk, &sandbox.stack.env().s3().unwrap());
         let ingestor = Ingestor {
+            access: Default::default(),
             embedder: Arc::new(image_encoder()),
             store: Arc::new(store),
             index: Arc::new(index),
@@ -250,6 +251,7 @@ async fn an_upsert_applied_but_its_response_lost() {
         armed: true.into(),
     };
     let ingestor = Ingestor {
+        access: Default::default(),
         embedder: Arc::clone(&rig.ingestor.embedder),
         store: Arc::clone(&rig.ingestor.store),
         index: Arc::new(lossy),

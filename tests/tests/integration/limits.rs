@@ -29,6 +29,7 @@ fn records(bucket: &str, count: usize) -> Vec<ImageRecord> {
                 id: record_id(bucket, &key),
                 bucket: bucket.to_string(),
                 key,
+                owner: String::new(),
                 size: 1,
                 etag: format!("etag-{i}"),
                 content_type: "image/jpeg".into(),

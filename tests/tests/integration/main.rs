@@ -15,6 +15,7 @@
 //!   - `faults`: Milvus and S3 faults through fault-injecting proxies, then the failure queue replayed;
 //!   - `search_handler`: the search API on API Gateway v1 and v2 requests;
 //!   - `search_params`: every `/search` parameter;
+//!   - `isolation`: per-user isolation, with verified claims, forged ones and cross-tenant attempts;
 //!   - `ranking`: results against a brute-force ranking of the golden embeddings;
 //! - the whole deployment, locally: `full_path` (S3 → webhook → ingest → search over HTTP) and
 //!   `browser` (the web page in headless Chromium).
@@ -36,6 +37,7 @@ mod fuzz_regressions;
 mod hostile;
 mod image_parity;
 mod ingest_handler;
+mod isolation;
 mod limits;
 mod model_bundle;
 mod openapi;
