@@ -17,15 +17,7 @@ use tests::{bad_input, fixture_image, put, Sandbox, Stack};
 const DIM: usize = 64;
 
 fn clip_search(collection: &str, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_clip-search"));
-    command
-        .arg("--env-file")
-        .arg(Stack::env_path())
-        .args(args)
-        .env("MILVUS_COLLECTION", collection)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null());
-    command
+    Stack::cli(env!("CARGO_BIN_EXE_clip-search"), collection, args)
 }
 
 fn run(collection: &str, args: &[&str]) -> (Output, Value) {

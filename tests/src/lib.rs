@@ -173,6 +173,20 @@ impl Stack {
         std::env::var_os("STACK_ENV").map(PathBuf::from).unwrap_or_else(|| repo_root().join(".local/stack.env"))
     }
 
+    /// A `clip-search` command (`binary`, the CLI tests' `CARGO_BIN_EXE_clip-search`) with the
+    /// stack's settings, run against `collection`, quiet, with no stdin.
+    pub fn cli(binary: &str, collection: &str, args: &[&str]) -> std::process::Command {
+        let mut command = std::process::Command::new(binary);
+        command
+            .arg("--env-file")
+            .arg(Stack::env_path())
+            .args(args)
+            .env("MILVUS_COLLECTION", collection)
+            .env("RUST_LOG", "warn")
+            .stdin(std::process::Stdio::null());
+        command
+    }
+
     /// The stack of [`Stack::env_path`]. Panics, saying how to start it, when the stack is not
     /// running: these tests never skip themselves.
     pub fn load() -> Stack {

@@ -89,7 +89,9 @@ pub fn changes_from_event(event: &S3Event) -> Vec<ObjectChange> {
         if name.starts_with("ObjectCreated:") {
             let etag = record.s3.object.e_tag.clone();
             changes.push(ObjectChange::Created { bucket: bucket.to_string(), key, etag, sequencer });
-        } else if name.starts_with("ObjectRemoved:") {
+        } else if name.starts_with("ObjectRemoved:") || name.starts_with("LifecycleExpiration:") {
+            // An expired object (or, with versioning, one hidden by a delete marker) is gone like a
+            // deleted one; the removal is checked against the bucket before anything is deleted.
             changes.push(ObjectChange::Removed { bucket: bucket.to_string(), key, sequencer });
         } else {
             tracing::info!(event_name = name, key = %key, "S3 event type not handled, ignored");
@@ -113,6 +115,25 @@ mod tests {
         // Past or too close to the deadline: no time for a retry at all.
         assert!(retry_deadline(1_000_000 + 5_000, now) <= tokio::time::Instant::now());
         assert!(retry_deadline(0, now) <= tokio::time::Instant::now());
+    }
+
+    #[test]
+    fn lifecycle_expirations_are_removals_and_other_events_are_ignored() {
+        // The committed removal event, with another event name.
+        let event = |name: &str| -> S3Event {
+            let mut event: serde_json::Value =
+                serde_json::from_str(include_str!("../../../tests/fixtures/events/removed.json")).unwrap();
+            event["Records"][0]["eventName"] = serde_json::json!(name);
+            event["Records"].as_array_mut().unwrap().truncate(1);
+            serde_json::from_value(event).unwrap()
+        };
+        for name in ["LifecycleExpiration:Delete", "LifecycleExpiration:DeleteMarkerCreated", "ObjectRemoved:Delete"] {
+            let changes = changes_from_event(&event(name));
+            assert!(matches!(&changes[..], [ObjectChange::Removed { .. }]), "{name}: {changes:?}");
+        }
+        for name in ["LifecycleTransition", "ObjectRestore:Completed", "s3:TestEvent"] {
+            assert!(changes_from_event(&event(name)).is_empty(), "{name}");
+        }
     }
 
     #[test]

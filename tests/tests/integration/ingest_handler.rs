@@ -84,6 +84,24 @@ async fn a_removed_event_deletes_the_entity_and_a_reupload_replaces_it() {
     assert_eq!(index.count().await.unwrap(), 0);
 }
 
+/// An object that a lifecycle rule expired leaves the index like a deleted one (S3 sends
+/// `LifecycleExpiration:Delete`, not `ObjectRemoved:*`); one that a rule has not removed yet stays.
+#[tokio::test]
+#[ignore = "needs the local stack: bash scripts/test"]
+async fn a_lifecycle_expiration_removes_the_record_once_the_object_is_gone() {
+    let Sandbox { s3, bucket, index, .. } = Sandbox::new("ingest-expired", DIM).await;
+    let ingestor = ingestor(&s3, index.clone());
+    put(&s3, &bucket, "uploads/baseline.jpg", fixture_image("baseline.jpg"), "image/jpeg").await;
+    ingest(&ingestor, &s3_event("put-single.json", &bucket)).await.unwrap();
+    let report = ingest(&ingestor, &s3_event("lifecycle-expired.json", &bucket)).await.unwrap();
+    assert!(report.deleted.is_empty(), "the object still exists: {report:?}");
+    assert_eq!(index.count().await.unwrap(), 1);
+    s3.client().delete_object().bucket(&bucket).key("uploads/baseline.jpg").send().await.unwrap();
+    let report = ingest(&ingestor, &s3_event("lifecycle-expired.json", &bucket)).await.unwrap();
+    assert_eq!(report.deleted, vec!["uploads/baseline.jpg"]);
+    assert_eq!(index.count().await.unwrap(), 0);
+}
+
 /// Overwriting an indexed photo with a corrupt file removes its record: search must not hand out
 /// a URL to bytes that are no longer that photo.
 #[tokio::test]

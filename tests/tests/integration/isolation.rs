@@ -86,7 +86,8 @@ fn leaks(body: &Value, owner: &str) -> Vec<String> {
     let mut found = Vec::new();
     for r in body["results"].as_array().into_iter().flatten() {
         let named = [r["key"].as_str(), r["url"].as_str()].into_iter().flatten().map(str::to_string);
-        let duplicates = r["duplicates"].as_array().into_iter().flatten().filter_map(|d| d.as_str().map(str::to_string));
+        let duplicates =
+            r["duplicates"].as_array().into_iter().flatten().filter_map(|d| d.as_str().map(str::to_string));
         for text in named.chain(duplicates) {
             let key_part = text.split('?').next().unwrap_or_default().to_string();
             if !key_part.contains(&mine) {
