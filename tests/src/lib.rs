@@ -27,6 +27,7 @@ use serde_json::Value;
 use shared::config::{Env, IngestConfig, MilvusConfig};
 use shared::domain::ingest::{IngestError, IngestReport, Ingestor};
 use shared::domain::retry::RetryPolicy;
+use shared::domain::scope::Access;
 use shared::domain::search::Searcher;
 use shared::embedder::onnx::{RuntimeOptions, ORT_LIBRARY, ORT_LOCAL_DIR};
 use shared::embedder::{ClipImageEncoder, ClipTextEncoder, ModelBundle, ModelIdentity};
@@ -409,6 +410,13 @@ pub fn ingestor(s3: &S3Store, index: Arc<MilvusIndex>) -> Ingestor {
         config: IngestConfig { max_object_bytes: 50 * 1024 * 1024, retry_attempts: 2 },
         retry: RetryPolicy::new(2),
     }
+}
+
+/// The search use case over `index`, serving what `access` allows (per-user isolation, scope).
+pub fn searcher_with_access(s3: &S3Store, index: Arc<MilvusIndex>, access: Access) -> Arc<Searcher> {
+    let mut searcher = Arc::into_inner(searcher(s3, index)).expect("a new searcher has one owner");
+    searcher.access = access;
+    Arc::new(searcher)
 }
 
 /// The search use case over `index`, with the tiny model's text tower.

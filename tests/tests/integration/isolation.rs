@@ -8,7 +8,9 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 use shared::domain::scope::{Access, KeyScope, OwnerTemplate};
 use shared::domain::search::Searcher;
-use tests::{apigw_request, call_json, fixture_image, ingest, ingestor, put, s3_put_event, searcher, with_query};
+use tests::{
+    apigw_request, call_json, fixture_image, ingest, ingestor, put, s3_put_event, searcher_with_access, with_query,
+};
 use tests::{unique, Stack, TestCollection};
 
 const DIM: usize = 64;
@@ -54,9 +56,8 @@ async fn tenants() -> Tenants {
     let report = ingest(&ingestor, &s3_put_event(&bucket, &keys)).await.unwrap();
     assert_eq!(report.outside_scope, ["public/banner.jpg"], "{report:?}");
     assert_eq!(report.indexed.len(), 6, "{report:?}");
-    let mut searcher = Arc::try_unwrap(searcher(&s3, (*collection).clone())).ok().unwrap();
-    searcher.access = access(&bucket);
-    Tenants { searcher: Arc::new(searcher), _collection: collection }
+    let searcher = searcher_with_access(&s3, (*collection).clone(), access(&bucket));
+    Tenants { searcher, _collection: collection }
 }
 
 /// A v2 request with `params`, and the claims of a verified JWT (none: an open API's request).

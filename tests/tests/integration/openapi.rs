@@ -437,6 +437,19 @@ async fn live_responses_validate_against_the_documented_schemas() {
     assert_eq!(body["error"]["code"], "not_found");
     assert_eq!(violations(&doc, &not_found["content"]["application/json"]["schema"], &body), Vec::<String>::new());
 
+    // 401 and 403 with per-user isolation: no verified identity, or claims without the template's claim.
+    let template = shared::domain::scope::OwnerTemplate::parse("users/{sub}/").unwrap();
+    let access = shared::domain::scope::Access { owners: Some(template), ..Default::default() };
+    let isolated = tests::searcher_with_access(&s3, index.clone(), access);
+    let body = check(&doc, &call(&isolated, get(&[("q", "cat")])).await, search, 401, "no identity");
+    assert_eq!(body["error"]["code"], "unauthenticated");
+    let no_sub = apigw_request("v2-get-search.json", |j| {
+        with_query(j, &[("q", "cat")]);
+        j["requestContext"]["authorizer"] = json!({"jwt": {"claims": {"email": "a@example.com"}, "scopes": null}});
+    });
+    let body = check(&doc, &call(&isolated, no_sub).await, search, 403, "claims without sub");
+    assert_eq!(body["error"]["code"], "forbidden");
+
     // 405 on every path, with Allow.
     for (method, path, allow) in [
         ("PUT", "/search", "GET, POST"),
