@@ -6,6 +6,7 @@
 //! `aws_lambda_events` requires and the key is encoded the way S3 encodes it.
 
 pub mod delivery;
+pub mod queue;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -10,6 +10,11 @@
 //! a failed invocation with backoff and, when every attempt failed, parks the event in the
 //! failure folder. `POST /replay` delivers the parked events again (a DLQ redrive), and so does
 //! a timer every `BRIDGE_REPLAY_INTERVAL_S`, so the local stack heals by itself once a fault ends.
+//!
+//! With `BRIDGE_TRIGGER=queue` (the local stack's default, as the template's `IngestTrigger=Queue`)
+//! the bridge sends each event to an SQS queue instead (moto's server, `AWS_ENDPOINT_URL_SQS`) and
+//! `BRIDGE_CONCURRENCY` pollers feed ingest from it in batches ([`bridge::queue`]); `POST /replay`
+//! then also moves the failure queue's messages back (a DLQ redrive).
 
 use std::sync::Arc;
 
@@ -18,7 +23,15 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use bridge::delivery::{replay, FailureQueue, Redelivery};
-use serde_json::Value;
+use bridge::queue::{Mapping, Queues};
+use serde_json::{json, Value};
+
+/// The local event source mapping, with `BRIDGE_TRIGGER=queue`.
+struct Queue {
+    client: aws_sdk_sqs::Client,
+    queues: Queues,
+    mapping: Mapping,
+}
 
 struct Bridge {
     client: reqwest::Client,
@@ -30,21 +43,67 @@ struct Bridge {
     replaying: tokio::sync::Mutex<()>,
     /// Invocations in flight: a burst of uploads queues here instead of flooding the function.
     in_flight: tokio::sync::Semaphore,
+    queue: Option<Queue>,
 }
 
 impl Bridge {
-    /// One invocation of ingest; a function error counts as a failure, as it does for Lambda's retries.
-    async fn invoke(&self, event: &Value) -> Result<(), String> {
+    /// One invocation of ingest: its answer, or why it failed (a function error counts as a
+    /// failure, as it does for Lambda's retries).
+    async fn invoke_for(&self, event: &Value) -> Result<String, String> {
         let _turn = self.in_flight.acquire().await.map_err(|e| e.to_string())?;
         let response = self.client.post(&self.invoke_url).json(event).send().await.map_err(|e| e.to_string())?;
         let status = response.status();
         let function_error = response.headers().get("x-amz-function-error").is_some();
         let body = response.text().await.unwrap_or_default();
         if status.is_success() && !function_error && !body.contains("\"errorType\"") {
-            tracing::info!(key = %key_of(event), response = %body, "ingest invoked");
-            Ok(())
+            Ok(body)
         } else {
             Err(format!("HTTP {}: {body}", status.as_u16()))
+        }
+    }
+
+    async fn invoke(&self, event: &Value) -> Result<(), String> {
+        let body = self.invoke_for(event).await?;
+        tracing::info!(key = %key_of(event), response = %body, "ingest invoked");
+        Ok(())
+    }
+
+    /// Sends an event to the queue (with retries), or parks it when SQS does not take it.
+    async fn enqueue(self: Arc<Self>, event: Value) {
+        let Some(queue) = &self.queue else { return };
+        let sent = self.redelivery.deliver(|| bridge::queue::send(&queue.client, &queue.queues, &event)).await;
+        if let Err(error) = sent {
+            self.park(&event, &error);
+        }
+    }
+
+    /// One poller of the local event source mapping: batch, invoke, delete what succeeded.
+    async fn poll(self: Arc<Self>) {
+        let Some(queue) = &self.queue else { return };
+        loop {
+            let invoke = |event: Value| {
+                let bridge = self.clone();
+                async move { bridge.invoke_for(&event).await }
+            };
+            match bridge::queue::poll_once(&queue.client, &queue.queues, &queue.mapping, &self.region, invoke).await {
+                Ok(Some(polled)) => tracing::info!(?polled, "batch delivered"),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "polling the ingest queue failed");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    fn park(&self, event: &Value, error: &str) {
+        match self.failed.park(event, error) {
+            Ok(path) => {
+                tracing::error!(key = %key_of(event), error = %error, parked = %path.display(), "event not delivered; parked")
+            }
+            Err(e) => {
+                tracing::error!(key = %key_of(event), error = %error, park_error = %e, "event not delivered and could not be parked")
+            }
         }
     }
 
@@ -61,14 +120,7 @@ impl Bridge {
     /// Delivers with retries; parks the event when every attempt failed.
     async fn deliver(self: Arc<Self>, event: Value) {
         if let Err(error) = self.redelivery.deliver(|| self.invoke(&event)).await {
-            match self.failed.park(&event, &error) {
-                Ok(path) => {
-                    tracing::error!(key = %key_of(&event), error = %error, parked = %path.display(), "ingest failed; event parked")
-                }
-                Err(e) => {
-                    tracing::error!(key = %key_of(&event), error = %error, park_error = %e, "ingest failed and the event could not be parked")
-                }
-            }
+            self.park(&event, &error);
         }
     }
 }
@@ -82,16 +134,27 @@ async fn webhook(State(bridge): State<Arc<Bridge>>, Json(payload): Json<Value>) 
         return (StatusCode::OK, "ignored");
     };
     let event = bridge::s3_event(&change, &bridge.region);
-    tokio::spawn(bridge.clone().deliver(event));
+    match bridge.queue {
+        Some(_) => tokio::spawn(bridge.clone().enqueue(event)),
+        None => tokio::spawn(bridge.clone().deliver(event)),
+    };
     (StatusCode::ACCEPTED, "accepted")
 }
 
-/// Delivers the parked events again; answers with how many went through and how many still fail.
+/// Delivers the parked events again, and with a queue moves the failure queue's messages back;
+/// answers with how many went through and how many still fail.
 async fn replay_parked(State(bridge): State<Arc<Bridge>>) -> (StatusCode, Json<Value>) {
-    match bridge.replay().await {
-        Ok(report) => (StatusCode::OK, Json(serde_json::to_value(report).unwrap_or_default())),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, Json(serde_json::json!({"error": e.to_string()}))),
+    let mut answer = match bridge.replay().await {
+        Ok(report) => serde_json::to_value(report).unwrap_or_default(),
+        Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": e.to_string()}))),
+    };
+    if let Some(queue) = &bridge.queue {
+        match bridge::queue::redrive(&queue.client, &queue.queues).await {
+            Ok(moved) => answer["redriven"] = json!(moved),
+            Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": e}))),
+        }
     }
+    (StatusCode::OK, Json(answer))
 }
 
 #[tokio::main]
@@ -99,6 +162,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt().json().with_target(false).init();
     let config = shared::config::Env::process().bridge()?;
     let listen = config.listen;
+    let queue = match &config.queue {
+        None => None,
+        Some(settings) => {
+            let client = aws_sdk_sqs::Client::new(&aws_config::load_from_env().await);
+            let mapping = Mapping {
+                batch_size: settings.batch_size,
+                window: settings.window,
+                visibility_timeout: settings.visibility_timeout,
+                max_receive_count: settings.max_receive_count,
+            };
+            let queues = bridge::queue::ensure_queues(&client, &settings.name, &mapping).await?;
+            tracing::info!(queue = %queues.url, failed = %queues.failed_url, ?mapping, "feeding ingest from the queue");
+            Some(Queue { client, queues, mapping })
+        }
+    };
+    let pollers = config.concurrency;
     let bridge = Arc::new(Bridge {
         // Ingest may compile on its first call under `cargo lambda watch`; allow for it.
         client: reqwest::Client::builder().timeout(std::time::Duration::from_secs(900)).build()?,
@@ -108,7 +187,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         failed: FailureQueue::new(config.failed_dir),
         replaying: tokio::sync::Mutex::new(()),
         in_flight: tokio::sync::Semaphore::new(config.concurrency),
+        queue,
     });
+    if bridge.queue.is_some() {
+        for _ in 0..pollers {
+            tokio::spawn(bridge.clone().poll());
+        }
+    }
     if let Some(every) = config.replay_interval {
         let bridge = bridge.clone();
         tokio::spawn(async move {

@@ -102,6 +102,20 @@ pub struct BridgeConfig {
     /// Invocations in flight at once; further events wait their turn in the bridge, as they do
     /// in Lambda's asynchronous queue when a function is at its concurrency limit.
     pub concurrency: usize,
+    /// `BRIDGE_TRIGGER=queue`: events go through an SQS queue, read as an event source mapping
+    /// reads it (the template's `IngestTrigger=Queue`); `None` invokes ingest directly.
+    pub queue: Option<BridgeQueueConfig>,
+}
+
+/// The local event source mapping: the queue and how it is read.
+#[derive(Debug, Clone)]
+pub struct BridgeQueueConfig {
+    /// `INGEST_QUEUE_NAME`; its failure queue is `NAME-failed`.
+    pub name: String,
+    pub batch_size: usize,
+    pub window: Duration,
+    pub visibility_timeout: Duration,
+    pub max_receive_count: u32,
 }
 
 /// Whether an http(s) URI names this machine (`localhost`, `127.x.x.x`, `[::1]`), where plain
@@ -299,6 +313,35 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
             failed_dir: PathBuf::from(self.get("BRIDGE_FAILED_DIR").unwrap_or_else(|| ".local/failed-events".into())),
             concurrency: self.number("BRIDGE_CONCURRENCY", 4, "a whole number of invocations, at least 1")?.min(256)
                 as usize,
+            queue: match self.get("BRIDGE_TRIGGER").as_deref() {
+                None | Some("direct") => None,
+                Some("queue") => Some(BridgeQueueConfig {
+                    name: self.get("INGEST_QUEUE_NAME").unwrap_or_else(|| "ingest".into()),
+                    batch_size: self
+                        .number("BRIDGE_BATCH_SIZE", 10, "a whole number of messages, 1 to 10000")?
+                        .min(10_000) as usize,
+                    window: Duration::from_millis(self.number(
+                        "BRIDGE_BATCH_WINDOW_MS",
+                        1_000,
+                        "a whole number of milliseconds, at least 1",
+                    )?),
+                    visibility_timeout: Duration::from_secs(self.number(
+                        "BRIDGE_VISIBILITY_TIMEOUT_S",
+                        30,
+                        "a whole number of seconds, at least 1",
+                    )?),
+                    max_receive_count: self
+                        .number("BRIDGE_MAX_RECEIVE_COUNT", 3, "a whole number of deliveries")?
+                        .min(1000) as u32,
+                }),
+                Some(other) => {
+                    return Err(ConfigError::Invalid {
+                        name: "BRIDGE_TRIGGER",
+                        value: other.to_string(),
+                        expected: "direct (invoke ingest per event) or queue (through SQS, as IngestTrigger=Queue)",
+                    })
+                }
+            },
             replay_interval: match self.get("BRIDGE_REPLAY_INTERVAL_S").as_deref() {
                 Some("0") => None,
                 _ => Some(Duration::from_secs(self.number(

@@ -237,6 +237,14 @@ impl Stack {
             .await
     }
 
+    /// A client of the stack's SQS server (moto), which the bridge's queue path uses.
+    pub async fn sqs(&self) -> aws_sdk_sqs::Client {
+        let config = aws_sdk_sqs::config::Builder::from(&self.aws().await)
+            .endpoint_url(self.get("AWS_ENDPOINT_URL_SQS"))
+            .build();
+        aws_sdk_sqs::Client::from_conf(config)
+    }
+
     pub async fn s3(&self) -> S3Store {
         let settings = self.env().s3().expect("stack.env has valid S3 settings");
         S3Store::from_sdk_config(&self.aws().await, &settings)

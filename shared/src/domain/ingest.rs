@@ -78,6 +78,8 @@ pub enum IngestError {
     Inference(#[from] InferenceError),
     #[error("{key} kept changing while it was indexed ({rounds} rounds); a later attempt will settle it")]
     Unsettled { key: String, rounds: usize },
+    #[error("the function received an event it does not handle: {0}")]
+    UnknownEvent(String),
 }
 
 impl IngestError {
@@ -89,6 +91,7 @@ impl IngestError {
             IngestError::Store { source, .. } => source.is_transient(),
             IngestError::Index(e) => e.is_transient(),
             IngestError::Inference(_) | IngestError::Unsettled { .. } => true,
+            IngestError::UnknownEvent(_) => false,
         }
     }
 }

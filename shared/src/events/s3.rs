@@ -33,7 +33,7 @@ pub async fn ingest_within(
 
 /// Skips (in total and per cause), failures and ignored events as CloudWatch metrics, which
 /// the template's alarms and dashboards watch.
-fn outcome_metrics(result: &Result<IngestReport, IngestError>) -> Vec<(&'static str, u64)> {
+pub(super) fn outcome_metrics(result: &Result<IngestReport, IngestError>) -> Vec<(&'static str, u64)> {
     let count = |n: usize| n as u64;
     let Ok(report) = result else {
         return vec![("ObjectsIndexed", 0), ("ObjectsSkipped", 0), ("IngestFailures", 1)];
@@ -51,7 +51,7 @@ fn outcome_metrics(result: &Result<IngestReport, IngestError>) -> Vec<(&'static 
 }
 
 /// The last moment to start a retry, from Lambda's deadline (milliseconds since the epoch).
-fn retry_deadline(deadline_ms: u64, now: SystemTime) -> tokio::time::Instant {
+pub(super) fn retry_deadline(deadline_ms: u64, now: SystemTime) -> tokio::time::Instant {
     let now_ms = now.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
     let left = Duration::from_millis(deadline_ms.saturating_sub(now_ms));
     tokio::time::Instant::now() + left.saturating_sub(DEADLINE_RESERVE)

@@ -11,6 +11,8 @@
 //! - the HTTP API's contract: `openapi` (the committed OpenAPI document; its live test uses the stack);
 //! - the use cases with real adapters (the local stack's SeaweedFS and Milvus Lite):
 //!   - `ingest_handler`: S3 events through ingest into Milvus;
+//!   - `queue`: SQS batches at the handler (only failed messages reported) and through a real queue
+//!     with the bridge's event source mapping (redelivery, then the failure queue);
 //!   - `consistency`: reordered, repeated and racing events, bad overwrites, one model per collection;
 //!   - `faults`: Milvus and S3 faults through fault-injecting proxies, then the failure queue replayed;
 //!   - `search_handler`: the search API on API Gateway v1 and v2 requests;
@@ -41,6 +43,7 @@ mod isolation;
 mod limits;
 mod model_bundle;
 mod openapi;
+mod queue;
 mod ranking;
 mod reduced_decode;
 mod search_handler;
