@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod batch_operations;
+
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use shared::domain::backfill::{BackfillOptions, BackfillSummary, Progress, ReconcileReport};
@@ -38,6 +40,8 @@ enum Command {
         prefix: String,
         #[command(flatten)]
         batches: BatchArgs,
+        #[command(flatten)]
+        job: BatchJobArgs,
         /// Print the summary as JSON.
         #[arg(long)]
         json: bool,
@@ -89,6 +93,33 @@ enum Command {
         #[command(flatten)]
         user: UserArg,
     },
+}
+
+/// `--batch-operations`: run the backfill as an S3 Batch Operations job on AWS (for large buckets)
+/// instead of on this machine. The ARNs and the bucket are the SAM stack's outputs.
+#[derive(Args)]
+struct BatchJobArgs {
+    /// Write a manifest and create an S3 Batch Operations job that invokes the ingest function per object.
+    #[arg(long, requires_all = ["manifest_bucket", "role_arn", "function_arn"])]
+    batch_operations: bool,
+    /// Where the manifest and the completion report go (the stack's BatchOperationsBucket).
+    #[arg(long)]
+    manifest_bucket: Option<String>,
+    /// The role the job runs as (the stack's BatchOperationsRoleArn); its account is the job's.
+    #[arg(long)]
+    role_arn: Option<String>,
+    /// The ingest function (the stack's IngestFunctionArn).
+    #[arg(long)]
+    function_arn: Option<String>,
+    /// Use this S3 Inventory report (s3://BUCKET/.../manifest.json) as the manifest instead of listing the bucket.
+    #[arg(long, value_name = "S3_URI")]
+    inventory_manifest: Option<String>,
+    /// Report every task, not only the failed ones.
+    #[arg(long)]
+    report_all: bool,
+    /// Write the manifest and print the job request without creating the job.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 #[derive(Args)]
@@ -160,7 +191,31 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 
 async fn run(command: Command) -> Result<ExitCode, Error> {
     match command {
-        Command::Backfill { bucket, prefix, batches, json } => {
+        Command::Backfill { bucket, prefix, job, .. } if job.batch_operations => {
+            let env = shared::config::Env::process();
+            let s3 = shared::store::S3Store::from_env(&env.s3()?).await;
+            let settings = batch_operations::JobSettings {
+                bucket,
+                prefix,
+                manifest_bucket: job.manifest_bucket.unwrap_or_default(),
+                role_arn: job.role_arn.unwrap_or_default(),
+                function_arn: job.function_arn.unwrap_or_default(),
+                inventory_manifest: job.inventory_manifest,
+                report_all: job.report_all,
+                dry_run: job.dry_run,
+            };
+            let summary = batch_operations::backfill_job(&s3, &env.access()?, &settings).await?;
+            println!("{}", serde_json::to_string_pretty(&summary)?);
+            if let Some(follow) = summary["follow"].as_str() {
+                eprintln!("job created; follow it with: {follow}");
+                eprintln!(
+                    "failed tasks, with their reasons, land under {}",
+                    summary["report"].as_str().unwrap_or_default()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Backfill { bucket, prefix, batches, json, .. } => {
             let ingestor = shared::wiring::ingestor_from_env().await?;
             let stop = interrupt_flag();
             let progress = progress_reporter("backfill");

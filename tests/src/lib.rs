@@ -440,6 +440,51 @@ pub fn searcher(s3: &S3Store, index: Arc<MilvusIndex>) -> Arc<Searcher> {
     })
 }
 
+/// The real S3 adapter, except that reading a key with `flaky` in it fails as an outage would:
+/// a fault injected into one message of a batch.
+pub struct FlakyStore(pub S3Store);
+
+#[async_trait::async_trait]
+impl shared::store::ObjectStore for FlakyStore {
+    async fn get(
+        &self,
+        bucket: &str,
+        key: &str,
+        max_bytes: u64,
+    ) -> Result<shared::store::StoredObject, shared::store::StoreError> {
+        if key.contains("flaky") {
+            return Err(shared::store::StoreError::Unavailable("injected: connection reset".into()));
+        }
+        self.0.get(bucket, key, max_bytes).await
+    }
+    async fn head(&self, bucket: &str, key: &str) -> Result<Option<String>, shared::store::StoreError> {
+        self.0.head(bucket, key).await
+    }
+    async fn list(
+        &self,
+        bucket: &str,
+        prefix: &str,
+    ) -> Result<Vec<shared::store::ListedObject>, shared::store::StoreError> {
+        self.0.list(bucket, prefix).await
+    }
+    async fn presign_get(
+        &self,
+        bucket: &str,
+        key: &str,
+        ttl: Duration,
+    ) -> Result<shared::store::PresignedUrl, shared::store::StoreError> {
+        self.0.presign_get(bucket, key, ttl).await
+    }
+}
+
+/// A Lambda invocation context whose deadline is `timeout` from now.
+pub fn lambda_context(timeout: Duration) -> lambda_http::lambda_runtime::Context {
+    let mut context = lambda_http::lambda_runtime::Context::default();
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("after 1970");
+    context.deadline = (now + timeout).as_millis() as u64;
+    context
+}
+
 /// The ingest function's work on an S3 event, as the Lambda does it.
 pub async fn ingest(ingestor: &Ingestor, event: &S3Event) -> Result<IngestReport, IngestError> {
     shared::events::s3::ingest(ingestor, event).await

@@ -11,6 +11,7 @@
 //! - the HTTP API's contract: `openapi` (the committed OpenAPI document; its live test uses the stack);
 //! - the use cases with real adapters (the local stack's SeaweedFS and Milvus Lite):
 //!   - `ingest_handler`: S3 events through ingest into Milvus;
+//!   - `batch_operations`: S3 Batch Operations invocations (schema 1.0 and 2.0) and each task's result code;
 //!   - `queue`: SQS batches at the handler (only failed messages reported) and through a real queue
 //!     with the bridge's event source mapping (redelivery, then the failure queue);
 //!   - `consistency`: reordered, repeated and racing events, bad overwrites, one model per collection;
@@ -31,6 +32,7 @@
 //! stack it fails, saying how to start it.
 
 mod bad_input;
+mod batch_operations;
 mod browser;
 mod consistency;
 mod faults;

@@ -9,39 +9,14 @@
 //! Needs the stack.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use lambda_http::lambda_runtime::Context;
 use serde_json::{json, Value};
 use shared::domain::record::record_id;
 use shared::index::VectorIndex;
-use shared::store::{ListedObject, ObjectStore, PresignedUrl, S3Store, StoreError, StoredObject};
-use tests::{bad_input, fixture_image, ingestor, put, s3_put_event, unique, Sandbox, Stack};
+use tests::{bad_input, fixture_image, ingestor, put, s3_put_event, unique, FlakyStore, Sandbox, Stack};
 
 const DIM: usize = 64;
-
-/// The real S3 adapter, except that reading a key with `flaky` in it fails as an outage would:
-/// a fault injected into one message of a batch.
-struct FlakyStore(S3Store);
-
-#[async_trait::async_trait]
-impl ObjectStore for FlakyStore {
-    async fn get(&self, bucket: &str, key: &str, max_bytes: u64) -> Result<StoredObject, StoreError> {
-        if key.contains("flaky") {
-            return Err(StoreError::Unavailable("injected: connection reset".into()));
-        }
-        self.0.get(bucket, key, max_bytes).await
-    }
-    async fn head(&self, bucket: &str, key: &str) -> Result<Option<String>, StoreError> {
-        self.0.head(bucket, key).await
-    }
-    async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ListedObject>, StoreError> {
-        self.0.list(bucket, prefix).await
-    }
-    async fn presign_get(&self, bucket: &str, key: &str, ttl: Duration) -> Result<PresignedUrl, StoreError> {
-        self.0.presign_get(bucket, key, ttl).await
-    }
-}
 
 /// An SQS message as the event source mapping hands it over, with `body`.
 fn message(id: &str, body: &str) -> Value {
@@ -55,13 +30,6 @@ fn message(id: &str, body: &str) -> Value {
 
 fn put_event(bucket: &str, key: &str) -> String {
     serde_json::to_string(&s3_put_event(bucket, &[key.to_string()])).unwrap()
-}
-
-fn context() -> Context {
-    let mut context = Context::default();
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
-    context.deadline = (now + Duration::from_secs(120)).as_millis() as u64;
-    context
 }
 
 #[tokio::test]
@@ -88,7 +56,9 @@ async fn a_batch_reports_only_the_messages_that_failed() {
         message("m-malformed", "{\"not\": \"an S3 event\"}"),
         message("m-b", &put_event(&bucket, "b.png")),
     ]});
-    let answer = shared::events::handle(&ingestor, event, &context()).await.expect("a batch never fails as a whole");
+    let answer = shared::events::handle(&ingestor, event, &tests::lambda_context(Duration::from_secs(120)))
+        .await
+        .expect("a batch never fails as a whole");
     let mut failed: Vec<&str> =
         answer["batchItemFailures"].as_array().unwrap().iter().map(|f| f["itemIdentifier"].as_str().unwrap()).collect();
     failed.sort();
@@ -103,9 +73,13 @@ async fn a_batch_reports_only_the_messages_that_failed() {
     assert_eq!(indexed, expected);
     // A plain S3 event still works, and an event of no known shape fails the invocation.
     let direct = serde_json::to_value(s3_put_event(&bucket, &["a.jpg".to_string()])).unwrap();
-    let report = shared::events::handle(&ingestor, direct, &context()).await.unwrap();
+    let report =
+        shared::events::handle(&ingestor, direct, &tests::lambda_context(Duration::from_secs(120))).await.unwrap();
     assert_eq!(report["unchanged"], json!(["a.jpg"]), "{report}");
-    let unknown = shared::events::handle(&ingestor, json!({"detail": {}}), &context()).await.unwrap_err();
+    let unknown =
+        shared::events::handle(&ingestor, json!({"detail": {}}), &tests::lambda_context(Duration::from_secs(120)))
+            .await
+            .unwrap_err();
     assert!(!unknown.is_retryable(), "{unknown}");
 }
 
