@@ -199,6 +199,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
+                // With a queue, the failure queue is redriven too, so the stack heals by itself once a
+                // fault ends (in AWS, a DLQ waits for a redrive someone starts).
+                if let Some(queue) = &bridge.queue {
+                    match bridge::queue::redrive(&queue.client, &queue.queues).await {
+                        Ok(0) => {}
+                        Ok(moved) => tracing::info!(moved, "failure queue redriven"),
+                        Err(e) => tracing::error!(error = %e, "redriving the failure queue failed"),
+                    }
+                }
                 if bridge.failed.parked().map(|p| p.is_empty()).unwrap_or(true) {
                     continue;
                 }
