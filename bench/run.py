@@ -10,9 +10,12 @@ import io
 import json
 import os
 import platform
+import shutil
+import socket
 import statistics
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -45,6 +48,95 @@ def zipped_size(path):
     return buf.tell()
 
 
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def lite_settings(path):
+    """The `NAME=value` lines of scripts/milvus-lite.env (the stack's Milvus Lite settings)."""
+    lines = (l.strip() for l in Path(path).read_text().splitlines())
+    return dict(l.split("=", 1) for l in lines if l and not l.startswith("#"))
+
+
+def lite_server(python, data_dir, settings, log):
+    """Starts a private Milvus Lite server on a free port with `settings` over Lite's defaults; returns (process, URI)."""
+    shutil.rmtree(data_dir, ignore_errors=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MILVUS_LITE_")}
+    env.update(settings)
+    port = free_port()
+    proc = subprocess.Popen([python, "-m", "milvus_lite", "server", "--data-dir", data_dir, "--host", "127.0.0.1",
+                             "--port", str(port)], stdout=log, stderr=subprocess.STDOUT, env=env)
+    deadline = time.time() + 60
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc, f"http://127.0.0.1:{port}"
+        except OSError:
+            if proc.poll() is not None or time.time() > deadline:
+                sys.exit(f"Milvus Lite did not start; see {log.name}")
+            time.sleep(0.5)
+
+
+def milvus_flush(a, queries):
+    """The flush policy side by side: two private Milvus Lite servers, one with Lite's defaults
+    (before: never flushed by us), one with the stack's settings and the policy (after)."""
+    work = Path(a.work)
+    work.mkdir(parents=True, exist_ok=True)
+    sides, procs = {}, []
+    try:
+        for side, settings in (("before", {}), ("after", lite_settings(a.lite_settings))):
+            data = work / f"milvus-{side}"
+            log = open(work / f"milvus-{side}.log", "w")
+            proc, uri = lite_server(a.lite_python, data, settings, log)
+            procs.append((proc, data))
+            sides[side] = f"{uri},{data}"
+        result, _ = run([a.bench_bin, "milvus-flush", a.model, a.threads, a.calls, a.stack_env, queries, a.flush_sizes,
+                         sides["before"], sides["after"]])
+    finally:
+        for proc, data in procs:
+            proc.terminate()
+            proc.wait(timeout=30)
+            shutil.rmtree(data, ignore_errors=True)
+    result["lite_settings"] = {"before": "Milvus Lite's defaults", "after": lite_settings(a.lite_settings)}
+    return result
+
+
+def flush_ratios(mf):
+    """Milvus's p50 per handler call before over after the flush policy, and after's p50 in ms."""
+    ratios = {}
+    for size in mf["sizes"]:
+        for f in ("unfiltered", "prefix"):
+            b, af = size["before"][f]["milvus"]["p50_ms"], size["after"][f]["milvus"]["p50_ms"]
+            ratios[f"Milvus share of search p50, {size['vectors']} vectors, {f}: before over after the flush policy"] = b / af
+            ratios[f"Milvus share of search p50, {size['vectors']} vectors, {f}, after: ms"] = af
+    return ratios
+
+
+def flush_markdown(mf):
+    lines = ["", f"## Milvus Lite flush policy: search handler over synthetic {mf['dim']}-d vectors, k = 10, ms", "",
+             f"Two private Milvus Lite servers side by side, queries alternating: before = Lite's defaults, never flushed "
+             f"by us; after = {', '.join(f'{k}={v}' for k, v in mf['lite_settings']['after'].items())} and a flush when the bulk insert ends (as backfill does). "
+             f"Both timed once Lite had indexed every segment (its background compaction and index builds done). Prefix filter: {mf['prefix_share']:.0%} of "
+             f"the keys.", "",
+             "| vectors | filter | Milvus p50 before | Milvus p50 after | before / after | handler p50 before | handler p50 after | queries |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|"]
+    for size in mf["sizes"]:
+        for f in ("unfiltered", "prefix"):
+            b, af = size["before"][f], size["after"][f]
+            lines.append(f"| {size['vectors']:,} | {f} | {b['milvus']['p50_ms']:.1f} | {af['milvus']['p50_ms']:.1f} | "
+                         f"{b['milvus']['p50_ms'] / af['milvus']['p50_ms']:.1f}× | {b['handler']['p50_ms']:.1f} | "
+                         f"{af['handler']['p50_ms']:.1f} | {size['calls']} |")
+    lines += ["", "| vectors | side | insert, s | flush, ms | Lite indexing afterwards, s | segments |", "|---:|---|---:|---:|---:|---:|"]
+    for size in mf["sizes"]:
+        for side in ("before", "after"):
+            x = size[side]
+            settled = "" if x["settled"] else " (not settled)"
+            lines.append(f"| {size['vectors']:,} | {side} | {x['insert_s']:.1f} | {x['flush_ms']:.0f} | {x['settle_s']:.0f}{settled} | {x['segments']} |")
+    return lines
+
+
 def machine():
     cpu = "unknown"
     try:
@@ -73,7 +165,12 @@ def main():
     ap.add_argument("--stack-env", type=Path, required=True)
     ap.add_argument("--vectors", type=int, required=True)
     ap.add_argument("--calls", type=int, required=True)
-    ap.add_argument("--int8-model", type=Path, required=True)
+    ap.add_argument("--int8-model", type=Path)
+    ap.add_argument("--lite-python", required=True, help="a Python with milvus-lite (the stack's venv)")
+    ap.add_argument("--lite-settings", required=True, help="scripts/milvus-lite.env")
+    ap.add_argument("--flush-sizes", required=True, help="vector counts of the flush comparison, e.g. 10000,100000")
+    ap.add_argument("--work", required=True, help="a scratch folder for the private Milvus Lite servers")
+    ap.add_argument("--only", choices=["milvus-flush"], help="run only this part")
     a = ap.parse_args()
     common = [a.model, a.threads, a.iters]
     ref = [a.python, ROOT / "bench" / "python_ref.py"]
@@ -84,6 +181,12 @@ def main():
     queries.parent.mkdir(parents=True, exist_ok=True)
     golden = json.loads((ROOT / "tests" / "fixtures" / "golden" / "texts.json").read_text())
     queries.write_text("\n".join(" ".join(t["text"].split()) for t in golden["texts"]) + "\n")
+    if a.only == "milvus-flush":
+        print(f"Milvus Lite flush policy over {a.flush_sizes} vectors", file=sys.stderr)
+        report["milvus_flush"] = milvus_flush(a, queries)
+        report["ratios"] = {k: round(v, 3) for k, v in flush_ratios(report["milvus_flush"]).items()}
+        write(a, report, flush_markdown_report(report))
+        return
     sets = {name: sorted(str(p) for p in (a.inputs / name).iterdir()) for name in ("photo512", "jpeg12mp", "png1080")}
 
     # The side-by-side comparisons run in rounds, each round measuring every side once, so that a
@@ -137,6 +240,8 @@ def main():
     }
     print(f"search handler over {a.vectors} vectors, {a.calls} queries", file=sys.stderr)
     report["search_handler"], _ = run([a.bench_bin, "search", a.model, a.threads, a.calls, a.stack_env, queries, a.vectors])
+    print(f"Milvus Lite flush policy over {a.flush_sizes} vectors", file=sys.stderr)
+    report["milvus_flush"] = milvus_flush(a, queries)
     print("ingest per image", file=sys.stderr)
     ingest_files = sorted(str(p) for p in (a.inputs / "jpeg12mp").iterdir())
     report["ingest_per_image"], _ = run([a.bench_bin, "ingest", *common, a.stack_env, *ingest_files])
@@ -177,15 +282,30 @@ def main():
     ratios["init search function, process start to ready: over a bare text-session process"] = med(i["search_process_start_to_ready"]) / med(i["search_bare_session_process"])
     sh = report["search_handler"]
     ratios["search handler p50 over (bare text inference + Milvus search) p50"] = sh["handler"]["p50_ms"] / (med(report["bare"]["text_batch1"]) + sh["milvus_search"]["p50_ms"])
+    ratios.update(flush_ratios(report["milvus_flush"]))
     budget = model_bytes["visual"] / 2**20 + 100
     ratios["peak RSS image path (jpeg12mp) over visual model + 100 MB"] = images["jpeg12mp"]["rust_peak_rss_mb"] / budget
     report["ratios"] = {k: round(v, 3) for k, v in ratios.items()}
     report["ratio_range_over_rounds"] = {k: [round(x, 3) for x in v] for k, v in spread.items()}
 
+    write(a, report, markdown(report))
+
+
+def write(a, report, text):
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / f"report-{a.label}.json").write_text(json.dumps(report, indent=2) + "\n")
-    (a.out / f"report-{a.label}.md").write_text(markdown(report))
-    print(markdown(report))
+    (a.out / f"report-{a.label}.md").write_text(text)
+    print(text)
+
+
+def flush_markdown_report(r):
+    """The report of a run with `--only milvus-flush`."""
+    m = r["machine"]
+    lines = [f"# Benchmark: {r['label']} ({r['model']} text tower, {r['threads']} threads, {r['cargo_profile']} build)", "",
+             f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, {m['os']}.", "",
+             "## Ratios (this run)", "", "| comparison | value |", "|---|---|"]
+    lines += [f"| {k} | {v:.1f} ms |" if k.endswith(": ms") else f"| {k} | {v:.2f}× |" for k, v in r["ratios"].items()]
+    return "\n".join(lines + flush_markdown(r["milvus_flush"]) + [""])
 
 
 def markdown(r):
@@ -209,6 +329,8 @@ def markdown(r):
     def ratio(k, v):
         if "cosine" in k:
             return f"| {k} | {v:.4f} | |"
+        if k.endswith(": ms"):
+            return f"| {k} | {v:.1f} ms | |"
         lo, hi = r["ratio_range_over_rounds"].get(k, (None, None))
         return f"| {k} | {v:.2f}× | {lo:.2f}–{hi:.2f} |" if lo is not None else f"| {k} | {v:.2f}× | |"
     lines += [ratio(k, v) for k, v in r["ratios"].items()]
@@ -236,12 +358,14 @@ def markdown(r):
     lines += [f"| bare process: start to session ready | {fmt(i['ingest_bare_session_process'])} | {fmt(i['search_bare_session_process'])} |",
               f"| function from process start to ready (runtime API) | {fmt(i['ingest_process_start_to_ready'])} (ingest) | {fmt(i['search_process_start_to_ready'])} (search) |"]
     sh = r["search_handler"]
-    lines += ["", f"## Search handler over {sh['vectors']} vectors in Milvus Lite, k = {sh['k']}, {sh['handler']['calls']} queries, ms", "",
+    indexed = f" (flushed after the insert, timed once Lite had indexed them, {sh['indexing_s']:.0f} s later)" if sh.get("flushed") else ""
+    lines += ["", f"## Search handler over {sh['vectors']} vectors in Milvus Lite{indexed}, k = {sh['k']}, {sh['handler']['calls']} queries, ms", "",
               "| stage | p50 / p95 / p99 (min–max) |", "|---|---|",
               f"| handler end to end (shared::api::handle) | {p(sh['handler'])} |",
               f"| tokenize | {p(sh['tokenize'])} |", f"| text inference | {p(sh['infer'])} |",
               f"| Milvus search | {p(sh['milvus_search'])} |", f"| presign 10 URLs | {p(sh['presign_10'])} |"]
     ing = r["ingest_per_image"]
+    lines += flush_markdown(r["milvus_flush"])
     lines += ["", f"## Ingest per image ({ing['images']} phone JPEGs, 12 MP, one at a time), ms", "",
               "| stage | p50 (min–max) |", "|---|---|"]
     lines += [f"| {name} | {ing[key]['p50_ms']:.2f} ({ing[key]['min_ms']:.2f}–{ing[key]['max_ms']:.2f}) |" for name, key in (

@@ -13,7 +13,11 @@
 //! clip-bench cosine  MODEL_DIR THREADS ITERS OTHER_MODEL QUERIES FILE...    embeddings of two models compared (int8 vs fp32)
 //! clip-bench search  MODEL_DIR THREADS CALLS STACK_ENV QUERIES VECTORS   the search handler over VECTORS indexed images
 //! clip-bench ingest  MODEL_DIR THREADS ITERS STACK_ENV FILE...            the ingest path per image, stage by stage
+//! clip-bench milvus-flush MODEL_DIR THREADS CALLS STACK_ENV QUERIES SIZES BEFORE AFTER   the search handler over
+//!                      SIZES (e.g. 10000,100000) vectors in two private Milvus Lite servers (URI,DATA_DIR):
+//!                      without the flush policy and with it, side by side
 
+mod lite;
 mod services;
 
 use std::path::Path;
@@ -213,7 +217,7 @@ fn tokio_runtime() -> tokio::runtime::Runtime {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let usage =
-        "usage: clip-bench images|images-full-decode|texts|bare|init|init-process|search|ingest MODEL_DIR THREADS ITERS ...";
+        "usage: clip-bench images|images-full-decode|texts|bare|init|init-process|search|ingest|milvus-flush MODEL_DIR THREADS ITERS ...";
     let [command, model, threads, iters, rest @ ..] = args.as_slice() else { panic!("{usage}") };
     let model = ModelBundle::open(model).expect("model bundle");
     let threads: usize = threads.parse().expect(usage);
@@ -238,11 +242,20 @@ fn main() {
             let queries: Vec<String> = std::fs::read_to_string(&rest[1]).unwrap().lines().map(str::to_string).collect();
             let stack = tests::Stack::read(Path::new(&rest[0]));
             let vectors: usize = rest[2].parse().expect(usage);
-            tokio_runtime().block_on(services::search(&model, threads, iters, vectors, &stack, &queries))
+            let stack_env = Path::new(&rest[0]);
+            tokio_runtime().block_on(services::search(&model, threads, iters, vectors, &stack, stack_env, &queries))
         }
         "ingest" => {
             let stack = tests::Stack::read(Path::new(&rest[0]));
             tokio_runtime().block_on(services::ingest(&model, threads, &rest[1..], &stack))
+        }
+        "milvus-flush" => {
+            let [stack, queries, sizes, before, after] = rest else { panic!("{usage}") };
+            let stack = tests::Stack::read(Path::new(stack));
+            let queries: Vec<String> = std::fs::read_to_string(queries).unwrap().lines().map(str::to_string).collect();
+            let sizes: Vec<usize> = sizes.split(',').map(|n| n.parse().expect(usage)).collect();
+            let (before, after) = (lite::Server::parse(before), lite::Server::parse(after));
+            tokio_runtime().block_on(lite::compare(&model, threads, iters, &stack, &queries, &sizes, before, after))
         }
         _ => panic!("{usage}"),
     };

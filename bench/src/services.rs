@@ -37,29 +37,34 @@ fn ms(start: Instant) -> f64 {
     start.elapsed().as_secs_f64() * 1000.0
 }
 
-/// A deterministic unit vector (xorshift), so runs index the same data.
-fn random_unit(seed: u64, dim: usize) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut v: Vec<f32> = (0..dim)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-        })
-        .collect();
-    shared::embedder::l2_normalize(&mut v);
-    v
+/// A synthetic record of a 12 MP JPEG under `key`: the `i`th of a benchmark's collection.
+pub(crate) fn synthetic_record(bucket: &str, key: String, i: usize, dim: usize) -> ImageRecord {
+    ImageRecord {
+        id: record_id(bucket, &key),
+        bucket: bucket.into(),
+        key,
+        size: 100_000,
+        etag: format!("{i:032x}"),
+        content_type: "image/jpeg".into(),
+        last_modified_ms: 1_700_000_000_000 + i as i64,
+        width: 4032,
+        height: 3024,
+        vector: tests::random_unit(i as u64, dim),
+        ..Default::default()
+    }
 }
 
 /// The search handler (`shared::http::service`, as the Lambda runs it) over `vectors` indexed
-/// images, `calls` queries, k = 10; each stage timed on its own for the breakdown.
+/// images, `calls` queries, k = 10; each stage timed on its own for the breakdown. The vectors go
+/// in as a backfill writes them, ending with its flush, and the timing starts once the stack's
+/// Milvus Lite has indexed them (`stack_env`: where the stack keeps its files).
 pub async fn search(
     model: &ModelBundle,
     threads: usize,
     calls: usize,
     vectors: usize,
     stack: &Stack,
+    stack_env: &Path,
     queries: &[String],
 ) -> Value {
     let encoder = Arc::new(ClipTextEncoder::load(model, &runtime(threads)).expect("text tower"));
@@ -69,30 +74,14 @@ pub async fn search(
     let bucket = stack.get("STACK_BUCKET").to_string();
     let started = Instant::now();
     for chunk in (0..vectors).collect::<Vec<_>>().chunks(1000) {
-        let records: Vec<ImageRecord> = chunk
-            .iter()
-            .map(|&i| {
-                let key = format!("bench/{i:05}.jpg");
-                ImageRecord {
-                    id: record_id(&bucket, &key),
-                    bucket: bucket.clone(),
-                    key,
-                    owner: String::new(),
-                    size: 100_000,
-                    etag: format!("{i:032x}"),
-                    content_type: "image/jpeg".into(),
-                    last_modified_ms: 1_700_000_000_000 + i as i64,
-                    width: 4032,
-                    height: 3024,
-                    indexed_at_ms: 0,
-                    sequencer: None,
-                    vector: random_unit(i as u64, dim),
-                }
-            })
-            .collect();
+        let records: Vec<ImageRecord> =
+            chunk.iter().map(|&i| synthetic_record(&bucket, format!("bench/{i:05}.jpg"), i, dim)).collect();
         index.upsert(&records).await.expect("upsert");
     }
+    index.flush().await.expect("flush");
     let load_ms = ms(started);
+    let lite = crate::lite::Server::of_stack(stack_env, stack.get("MILVUS_URI"));
+    let (settle_s, settled) = crate::lite::settle(&lite, &collection).await;
     let store = Arc::new(stack.s3().await);
     let searcher = Searcher {
         embedder: encoder.clone(),
@@ -140,7 +129,8 @@ pub async fn search(
         presign.push(ms(start));
     }
     json!({
-        "vectors": vectors, "k": 10, "insert_ms": load_ms,
+        "vectors": vectors, "k": 10, "insert_ms": load_ms, "flushed": index.flushes(), "indexing_s": settle_s,
+        "indexed": settled,
         "handler": percentiles(handler), "tokenize": percentiles(tokenize), "infer": percentiles(infer),
         "milvus_search": percentiles(milvus), "presign_10": percentiles(presign),
     })

@@ -56,7 +56,26 @@ pub struct MilvusConfig {
     pub collection: String,
     /// Time allowed for one Milvus call before it counts as a transient failure.
     pub timeout: Duration,
+    /// Whether the adapter asks Milvus to flush what it wrote (see [`FlushMode`]).
+    pub flush: FlushMode,
+    /// With flushing on: flush after this long without a write from this process (`None`: only
+    /// when a bulk run ends).
+    pub idle_flush: Option<Duration>,
 }
+
+/// Whether the Milvus adapter flushes: Milvus Lite searches the rows it has not flushed by brute
+/// force, while Milvus 2.6+ and Zilliz Cloud flush by themselves (docs/milvus.md#flushing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushMode {
+    /// Flush when the server is Milvus Lite, never otherwise (the default).
+    Auto,
+    On,
+    Off,
+}
+
+/// Default `MILVUS_IDLE_FLUSH_SECONDS`: longer than the gaps between the batches of a burst
+/// (the queue's batching window is 1 s), so a burst is flushed once, when it ends.
+pub const DEFAULT_IDLE_FLUSH: Duration = Duration::from_secs(5);
 
 /// Settings of the ingest function.
 #[derive(Debug, Clone)]
@@ -268,6 +287,32 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
             token_secret_arn: self.get("MILVUS_TOKEN_SECRET_ARN"),
             collection,
             timeout: Duration::from_secs(self.number("MILVUS_TIMEOUT_SECONDS", 10, "a whole number of seconds")?),
+            flush: match self.get("MILVUS_FLUSH").as_deref() {
+                None | Some("auto") => FlushMode::Auto,
+                Some("on") => FlushMode::On,
+                Some("off") => FlushMode::Off,
+                Some(other) => {
+                    return Err(ConfigError::Invalid {
+                        name: "MILVUS_FLUSH",
+                        value: other.to_string(),
+                        expected: "auto, on or off",
+                    })
+                }
+            },
+            idle_flush: match self.get("MILVUS_IDLE_FLUSH_SECONDS") {
+                None => Some(DEFAULT_IDLE_FLUSH),
+                Some(v) => match v.parse::<u64>() {
+                    Ok(0) => None,
+                    Ok(seconds) => Some(Duration::from_secs(seconds)),
+                    Err(_) => {
+                        return Err(ConfigError::Invalid {
+                            name: "MILVUS_IDLE_FLUSH_SECONDS",
+                            value: v,
+                            expected: "a whole number of seconds (0: no idle flush)",
+                        })
+                    }
+                },
+            },
         })
     }
 
@@ -406,6 +451,7 @@ mod tests {
         let m = e.milvus().unwrap();
         assert_eq!(m.collection, DEFAULT_COLLECTION);
         assert_eq!(m.token, None);
+        assert_eq!((m.flush, m.idle_flush), (FlushMode::Auto, Some(DEFAULT_IDLE_FLUSH)));
         assert_eq!(e.search().unwrap().url_ttl, DEFAULT_URL_TTL);
         assert_eq!(e.ingest().unwrap().max_object_bytes, DEFAULT_MAX_OBJECT_BYTES);
         assert!(!e.s3().unwrap().force_path_style);
@@ -476,6 +522,16 @@ mod tests {
         let err =
             env(&[("MILVUS_URI", "http://localhost"), ("MILVUS_COLLECTION", "a-b")]).milvus().unwrap_err().to_string();
         assert!(err.contains("MILVUS_COLLECTION"), "{err}");
+        let milvus = |name, value| env(&[("MILVUS_URI", "http://localhost"), (name, value)]).milvus();
+        let err = milvus("MILVUS_FLUSH", "always").unwrap_err().to_string();
+        assert!(err.contains("MILVUS_FLUSH") && err.contains("auto, on or off"), "{err}");
+        assert!(milvus("MILVUS_IDLE_FLUSH_SECONDS", "-1")
+            .unwrap_err()
+            .to_string()
+            .contains("MILVUS_IDLE_FLUSH_SECONDS"));
+        let off = milvus("MILVUS_IDLE_FLUSH_SECONDS", "0").unwrap();
+        assert_eq!((off.flush, off.idle_flush), (FlushMode::Auto, None));
+        assert_eq!(milvus("MILVUS_FLUSH", "on").unwrap().flush, FlushMode::On);
         assert!(env(&[("S3_FORCE_PATH_STYLE", "yes")]).s3().is_err());
         let err = env(&[("OWNER_KEY_TEMPLATE", "users/")]).access().unwrap_err().to_string();
         assert!(err.contains("OWNER_KEY_TEMPLATE") && err.contains("users/{sub}/"), "{err}");

@@ -291,6 +291,25 @@ impl Stack {
         self.milvus_at(uri, collection, dim, timeout, tiny_model_identity()).await
     }
 
+    /// A collection of its own (dropped with its guard) through Milvus settings that `edit`
+    /// changes from the stack's (the flush policy, say).
+    pub async fn milvus_configured(
+        &self,
+        collection: &str,
+        dim: usize,
+        edit: impl FnOnce(&mut MilvusConfig),
+    ) -> TestCollection {
+        let mut config = MilvusConfig {
+            collection: collection.to_string(),
+            ..self.env().milvus().expect("stack.env has valid Milvus settings")
+        };
+        edit(&mut config);
+        let index = MilvusIndex::new(&config, config.token.clone(), tiny_spec(dim, None), SchemaRole::Owner)
+            .await
+            .expect("milvus client");
+        TestCollection { index: Arc::new(index) }
+    }
+
     /// A collection (dropped with its guard) whose owners follow `template` (`OWNER_KEY_TEMPLATE`).
     pub async fn milvus_with_owners(&self, collection: &str, dim: usize, template: &str) -> TestCollection {
         let config = MilvusConfig {
@@ -381,6 +400,21 @@ impl Sandbox {
         let index = stack.milvus(&unique(&format!("t_{name}")).replace('-', "_"), dim).await;
         Sandbox { stack, s3, bucket, index }
     }
+}
+
+/// A deterministic unit vector (xorshift) of `dim` dimensions: runs index the same data.
+pub fn random_unit(seed: u64, dim: usize) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut v: Vec<f32> = (0..dim)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        })
+        .collect();
+    shared::embedder::l2_normalize(&mut v);
+    v
 }
 
 /// A name no other test (or earlier run) uses: `prefix_<ms>_<n>`.

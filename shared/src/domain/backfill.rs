@@ -4,6 +4,7 @@
 //! Both reuse [`Ingestor::apply`], so an object is checked, embedded and stored exactly as the
 //! ingest function would. Backfill is resumable by construction: an object whose ETag is
 //! already indexed is left as it is, so a rerun after Ctrl-C or a crash continues where it stopped.
+//! Both end by flushing the index, so what they wrote is searched through it at once.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -133,7 +134,17 @@ pub async fn backfill(
         progress.advance(batch.len() as u64);
     }
     progress.finish();
+    flush_after_bulk(ingestor.index.as_ref()).await;
     Ok(summary)
+}
+
+/// Flushes the index after bulk writes, so searches find them through the index proper instead
+/// of Milvus Lite's brute-force scan of unflushed rows. A failure costs only speed (Milvus Lite
+/// flushes by itself once its in-memory table fills): logged, not returned.
+async fn flush_after_bulk(index: &dyn VectorIndex) {
+    if let Err(e) = index.flush().await {
+        tracing::warn!(error = %super::describe(&e), "could not flush the index after the bulk writes; searches stay slower until it flushes");
+    }
 }
 
 /// Drops the objects already indexed with the same ETag (counted as unchanged), in pages.
@@ -239,6 +250,7 @@ pub async fn reconcile(
         let summary = backfill(ingestor, bucket, &prefix, options, progress, stop).await?;
         report.fixed = Some(summary);
     }
+    flush_after_bulk(index.as_ref()).await;
     Ok(report)
 }
 
@@ -351,6 +363,7 @@ mod tests {
         assert_eq!(report.removed, vec!["gone.png"]);
         let left: Vec<String> = index.records.lock().unwrap().values().map(|r| r.key.clone()).collect();
         assert_eq!(left, vec!["late.png"]);
+        assert_eq!(*index.flushes.lock().unwrap(), 1, "the bulk run ends with a flush");
     }
 
     #[test]

@@ -11,19 +11,25 @@
 //! Milvus Lite gaps handled here (see docs/milvus.md): `create_index` is sent without waiting
 //! (`sync(false)`), deletes use a filter expression instead of `ids(..)` (which the SDK sends
 //! as a filter template Lite cannot parse), and `has_collection` replaces `list_collections`.
+//!
+//! Milvus Lite indexes only what it has flushed and searches the rest by brute force, so on Lite
+//! the adapter flushes what it wrote: when a bulk run ends ([`VectorIndex::flush`]) and once its
+//! writes pause ([`Flushing`]). Milvus 2.6+ and Zilliz Cloud flush by themselves.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Once, OnceLock};
+use std::time::{Duration, Instant};
 
 use milvus::v2::error::Error as MilvusError;
 use milvus::v2::prelude::*;
 use serde_json::json;
 use std::result::Result;
-use tokio::sync::OnceCell;
+use tokio::sync::{watch, OnceCell, RwLock};
 use tonic::Code;
 
 use super::{Deletion, IndexError, IndexedObject, IndexedVersion, SearchQuery, VectorIndex};
-use crate::config::MilvusConfig;
+use crate::config::{FlushMode, MilvusConfig};
 use crate::domain::record::{ImageHit, ImageRecord, SearchFilter, Sequencer};
 use crate::domain::scope::MAX_OWNER_BYTES;
 use crate::embedder::ModelIdentity;
@@ -74,6 +80,103 @@ pub struct MilvusIndex {
     spec: CollectionSpec,
     role: SchemaRole,
     client: OnceCell<ClientV2>,
+    flushing: Flushing,
+}
+
+/// The flush policy (docs/milvus.md#flushing). Milvus Lite keeps writes in an in-memory table
+/// that every search scans by brute force, in Python, until a flush turns it into a segment with
+/// its own index; Milvus 2.6+ and Zilliz Cloud flush by themselves, and frequent flushes there
+/// only make small segments. So with [`FlushMode::Auto`] this flushes only on Milvus Lite: when a
+/// bulk run ends, and once this process's writes have paused for `idle`.
+struct Flushing {
+    mode: FlushMode,
+    idle: Option<Duration>,
+    timeout: Duration,
+    /// `mode` with `Auto` resolved, decided on connecting (it asks the server what it is).
+    enabled: OnceLock<bool>,
+    shared: Arc<FlushGate>,
+    /// The time of this process's last write, which the idle-flush task watches. The task ends
+    /// when this is dropped, with the index.
+    last_write: watch::Sender<Instant>,
+    idle_task: Once,
+}
+
+/// What the idle-flush task shares with the index.
+struct FlushGate {
+    /// Every call holds it shared, a flush exclusively. Milvus Lite swaps its in-memory table out
+    /// before it takes its own lock, so a read that races a flush can miss the rows being flushed,
+    /// and a write can be applied to the table just flushed and lost; within this process no
+    /// call overlaps a flush.
+    gate: RwLock<()>,
+    /// Something was written since the last flush began.
+    dirty: AtomicBool,
+}
+
+impl FlushGate {
+    /// Flushes the collection if this process wrote to it since the last flush.
+    async fn flush(&self, client: &ClientV2, collection: &str, timeout: Duration) -> Result<(), IndexError> {
+        let _exclusive = self.gate.write().await;
+        if !self.dirty.swap(false, Ordering::SeqCst) {
+            return Ok(());
+        }
+        let request = FlushRequest::builder()
+            .collection_names([collection])
+            // Milvus Lite flushes before it answers; real Milvus is waited for up to the call timeout.
+            .wait_flushed_ms(timeout.as_millis().max(1) as i64)
+            .build()
+            .map_err(classify)?;
+        let started = Instant::now();
+        match client.flush(request).await {
+            Ok(_) => {
+                tracing::debug!(collection, ms = started.elapsed().as_millis() as u64, "flushed");
+                Ok(())
+            }
+            Err(e) => {
+                self.dirty.store(true, Ordering::SeqCst);
+                Err(classify(e))
+            }
+        }
+    }
+}
+
+/// Flushes once `idle` passes without a write (`writes` carries the time of the last one); ends
+/// when the index that sends them is dropped.
+async fn flush_when_idle(
+    client: ClientV2,
+    collection: String,
+    gate: Arc<FlushGate>,
+    mut writes: watch::Receiver<Instant>,
+    idle: Duration,
+    timeout: Duration,
+) {
+    loop {
+        loop {
+            let quiet_at = *writes.borrow_and_update() + idle;
+            match tokio::time::timeout_at(quiet_at.into(), writes.changed()).await {
+                Ok(Ok(())) => continue,
+                Ok(Err(_)) => return,
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = gate.flush(&client, &collection, timeout).await {
+            tracing::warn!(error = %e, collection, "idle flush failed; searches scan the unflushed rows until the next one");
+        }
+        if writes.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Whether the server is Milvus Lite, which names itself `milvus_lite-VERSION`.
+async fn is_milvus_lite(client: &ClientV2) -> bool {
+    let Ok(request) = GetServerVersionRequest::builder().build() else { return false };
+    match client.server_version(request).await {
+        Ok(version) => version.version().starts_with("milvus_lite"),
+        Err(e) => {
+            tracing::debug!(error = %e, "could not ask Milvus for its version; taking it for real Milvus");
+            false
+        }
+    }
 }
 
 impl MilvusIndex {
@@ -94,7 +197,23 @@ impl MilvusIndex {
         if let Some(token) = token {
             connect = connect.token(token);
         }
-        Ok(MilvusIndex { connect, collection: config.collection.clone(), spec, role, client: OnceCell::new() })
+        let flushing = Flushing {
+            mode: config.flush,
+            idle: config.idle_flush,
+            timeout: config.timeout,
+            enabled: OnceLock::new(),
+            shared: Arc::new(FlushGate { gate: RwLock::new(()), dirty: AtomicBool::new(false) }),
+            last_write: watch::channel(Instant::now()).0,
+            idle_task: Once::new(),
+        };
+        Ok(MilvusIndex {
+            connect,
+            collection: config.collection.clone(),
+            spec,
+            role,
+            client: OnceCell::new(),
+            flushing,
+        })
     }
 
     /// Connects and checks the collection now, so the first request does not pay for it. A failure
@@ -123,9 +242,41 @@ impl MilvusIndex {
             .get_or_try_init(|| async {
                 let client = ClientV2::new(&self.connect).await.map_err(classify)?;
                 self.ensure_collection(&client).await?;
+                // A reader never writes, so it has nothing to flush (and need not ask the server what it is).
+                let enabled = match (self.role, self.flushing.mode) {
+                    (SchemaRole::Reader, _) | (_, FlushMode::Off) => false,
+                    (_, FlushMode::On) => true,
+                    (_, FlushMode::Auto) => is_milvus_lite(&client).await,
+                };
+                let _ = self.flushing.enabled.set(enabled);
                 Ok(client)
             })
             .await
+    }
+
+    /// Whether this index flushes (known once connected).
+    pub fn flushes(&self) -> bool {
+        self.flushing.enabled.get().copied().unwrap_or(false)
+    }
+
+    /// Notes a write (called while the write holds the gate, so a flush that starts after it sees it).
+    fn wrote(&self, client: &ClientV2) {
+        if !self.flushes() {
+            return;
+        }
+        self.flushing.shared.dirty.store(true, Ordering::SeqCst);
+        let Some(idle) = self.flushing.idle else { return };
+        self.flushing.last_write.send_replace(Instant::now());
+        self.flushing.idle_task.call_once(|| {
+            tokio::spawn(flush_when_idle(
+                client.clone(),
+                self.collection.clone(),
+                self.flushing.shared.clone(),
+                self.flushing.last_write.subscribe(),
+                idle,
+                self.flushing.timeout,
+            ));
+        });
     }
 
     /// Creates the collection if it is missing; refuses one with another dimension or metric.
@@ -417,7 +568,11 @@ impl VectorIndex for MilvusIndex {
             .collect();
         let insert =
             InsertRequest::builder().collection_name(self.collection.as_str()).rows(rows).build().map_err(classify)?;
-        client.upsert(UpsertRequest::builder().insert(insert).build().map_err(classify)?).await.map_err(classify)?;
+        let request = UpsertRequest::builder().insert(insert).build().map_err(classify)?;
+        let _shared = self.flushing.shared.gate.read().await;
+        let written = client.upsert(request).await;
+        self.wrote(client);
+        written.map_err(classify)?;
         Ok(())
     }
 
@@ -435,13 +590,16 @@ impl VectorIndex for MilvusIndex {
         for chunk in conditional.chunks(DELETIONS_PER_REQUEST) {
             filters.push(chunk.iter().map(|d| deletion_expression(d)).collect::<Vec<_>>().join(" or "));
         }
+        let _shared = self.flushing.shared.gate.read().await;
         for filter in filters {
             let request = DeleteRequest::builder()
                 .collection_name(self.collection.as_str())
                 .filter(filter)
                 .build()
                 .map_err(classify)?;
-            client.delete(request).await.map_err(classify)?;
+            let deleted = client.delete(request).await;
+            self.wrote(client);
+            deleted.map_err(classify)?;
         }
         Ok(())
     }
@@ -458,7 +616,10 @@ impl VectorIndex for MilvusIndex {
             .consistency_level(ConsistencyLevel::Strong)
             .build()
             .map_err(classify)?;
-        let response = client.query(request).await.map_err(classify)?;
+        let response = {
+            let _shared = self.flushing.shared.gate.read().await;
+            client.query(request).await.map_err(classify)?
+        };
         let mut versions = HashMap::new();
         for row in response.results().rows().map_err(classify)? {
             versions.insert(
@@ -488,7 +649,10 @@ impl VectorIndex for MilvusIndex {
             .output_fields(fields)
             .build()
             .map_err(classify)?;
-        let response = client.search(request).await.map_err(classify)?;
+        let response = {
+            let _shared = self.flushing.shared.gate.read().await;
+            client.search(request).await.map_err(classify)?
+        };
         let mut hits = Vec::new();
         for result in response.results().iter() {
             for row in result.rows().map_err(classify)? {
@@ -510,7 +674,10 @@ impl VectorIndex for MilvusIndex {
             .output_fields(fields)
             .build()
             .map_err(classify)?;
-        let response = client.query(request).await.map_err(classify)?;
+        let response = {
+            let _shared = self.flushing.shared.gate.read().await;
+            client.query(request).await.map_err(classify)?
+        };
         let mut records = Vec::new();
         for row in response.results().rows().map_err(classify)? {
             records.push(record_from_row(&row, true)?);
@@ -525,6 +692,8 @@ impl VectorIndex for MilvusIndex {
         if !prefix.is_empty() {
             scope = format!("{scope} and {}", prefix_expression("key", prefix));
         }
+        // One listing is one read: a flush in between could move rows between shards already read.
+        let _shared = self.flushing.shared.gate.read().await;
         // Ids are hex: a shard is an id prefix, split further while a shard fills a whole query.
         let mut shards = vec![String::new()];
         let mut objects = Vec::new();
@@ -566,13 +735,24 @@ impl VectorIndex for MilvusIndex {
             .output_fields(["count(*)"])
             .build()
             .map_err(classify)?;
-        let response = client.query(request).await.map_err(classify)?;
+        let response = {
+            let _shared = self.flushing.shared.gate.read().await;
+            client.query(request).await.map_err(classify)?
+        };
         let rows = response.results().rows().map_err(classify)?;
         let mut count = 0;
         for row in rows {
             count = row.get_i64("count(*)").map_err(classify)?.max(0) as u64;
         }
         Ok(count)
+    }
+
+    async fn flush(&self) -> Result<(), IndexError> {
+        let client = self.client().await?;
+        if !self.flushes() {
+            return Ok(());
+        }
+        self.flushing.shared.flush(client, &self.collection, self.flushing.timeout).await
     }
 }
 

@@ -120,6 +120,12 @@ pub trait VectorIndex: Send + Sync {
     async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<IndexedObject>, IndexError>;
     /// Number of indexed records (also the health check: it needs a working server).
     async fn count(&self) -> Result<u64, IndexError>;
+    /// Makes what this process has written searchable through the index proper, where the server
+    /// needs telling: Milvus Lite searches the rows it has not flushed by brute force. Bulk runs
+    /// call it when they end; a no-op for servers that flush by themselves.
+    async fn flush(&self) -> Result<(), IndexError> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -133,6 +139,8 @@ pub(crate) mod memory {
         pub records: Mutex<HashMap<String, ImageRecord>>,
         /// Calls that fail with `Unavailable` before the index starts answering.
         pub failures_left: Mutex<u32>,
+        /// How many times [`VectorIndex::flush`] was called.
+        pub flushes: Mutex<u32>,
     }
 
     impl MemoryIndex {
@@ -211,6 +219,10 @@ pub(crate) mod memory {
         async fn count(&self) -> Result<u64, IndexError> {
             self.check()?;
             Ok(self.records.lock().unwrap().len() as u64)
+        }
+        async fn flush(&self) -> Result<(), IndexError> {
+            *self.flushes.lock().unwrap() += 1;
+            Ok(())
         }
     }
 }

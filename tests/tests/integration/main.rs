@@ -15,6 +15,7 @@
 //!   - `queue`: SQS batches at the handler (only failed messages reported) and through a real queue
 //!     with the bridge's event source mapping (redelivery, then the failure queue);
 //!   - `consistency`: reordered, repeated and racing events, bad overwrites, one model per collection;
+//!   - `flush`: Milvus Lite's flushes lose and duplicate nothing, also under concurrent reads; the idle flush;
 //!   - `faults`: Milvus and S3 faults through fault-injecting proxies, then the failure queue replayed;
 //!   - `search_handler`: the search API on API Gateway v1 and v2 requests;
 //!   - `search_params`: every `/search` parameter;
@@ -36,6 +37,7 @@ mod batch_operations;
 mod browser;
 mod consistency;
 mod faults;
+mod flush;
 mod full_path;
 mod fuzz_regressions;
 mod hostile;
