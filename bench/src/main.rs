@@ -13,7 +13,12 @@
 //! clip-bench cosine  MODEL_DIR THREADS ITERS OTHER_MODEL QUERIES FILE...    embeddings of two models compared (int8 vs fp32)
 //! clip-bench search  MODEL_DIR THREADS CALLS STACK_ENV QUERIES VECTORS   the search handler over VECTORS indexed images
 //! clip-bench ingest  MODEL_DIR THREADS ITERS STACK_ENV FILE...            the ingest path per image, stage by stage
+//! clip-bench queue   MODEL_DIR THREADS ROUNDS STACK_ENV COUNT FILE...     ingest of COUNT objects, direct vs SQS batches of 1, 5, 10
+//! clip-bench model-fetch MODEL_DIR THREADS ROUNDS STACK_ENV SIZE_MB       the model from S3: sequential vs ranged GETs
+//! clip-bench cold-start MODEL_DIR THREADS ITERS STACK_ENV BIN             ingest's cold start: model from a layer vs from S3
+//! clip-bench backfill MODEL_DIR THREADS 0 STACK_ENV CLI COUNT FILE...     `clip-search backfill` of COUNT generated objects
 
+mod scale;
 mod services;
 
 use std::path::Path;
@@ -206,14 +211,15 @@ fn cosine(model: &ModelBundle, other: &ModelBundle, threads: usize, queries: &[S
     json!({"images": summary(images), "texts": summary(texts)})
 }
 
-fn tokio_runtime() -> tokio::runtime::Runtime {
+pub(crate) fn tokio_runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime")
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let usage =
-        "usage: clip-bench images|images-full-decode|texts|bare|init|init-process|search|ingest MODEL_DIR THREADS ITERS ...";
+        "usage: clip-bench images|images-full-decode|texts|bare|init|init-process|search|ingest|queue|model-fetch|cold-start|backfill \
+         MODEL_DIR THREADS ITERS ...";
     let [command, model, threads, iters, rest @ ..] = args.as_slice() else { panic!("{usage}") };
     let model = ModelBundle::open(model).expect("model bundle");
     let threads: usize = threads.parse().expect(usage);
@@ -243,6 +249,24 @@ fn main() {
         "ingest" => {
             let stack = tests::Stack::read(Path::new(&rest[0]));
             tokio_runtime().block_on(services::ingest(&model, threads, &rest[1..], &stack))
+        }
+        "queue" => {
+            let stack = tests::Stack::read(Path::new(&rest[0]));
+            let count: usize = rest[1].parse().expect(usage);
+            tokio_runtime().block_on(scale::queue(&model, threads, iters, &stack, count, &rest[2..]))
+        }
+        "model-fetch" => {
+            let stack = tests::Stack::read(Path::new(&rest[0]));
+            tokio_runtime().block_on(scale::model_fetch(iters, &stack, rest[1].parse().expect(usage)))
+        }
+        "cold-start" => {
+            let stack = tests::Stack::read(Path::new(&rest[0]));
+            scale::cold_start(model.root(), threads, iters, &stack, Path::new(&rest[1]))
+        }
+        "backfill" => {
+            let stack = tests::Stack::read(Path::new(&rest[0]));
+            let count: usize = rest[2].parse().expect(usage);
+            scale::backfill(model.root(), threads, &stack, Path::new(&rest[1]), count, &rest[3..])
         }
         _ => panic!("{usage}"),
     };
