@@ -133,6 +133,17 @@ def main():
     s = report["search"]
     estimate["search_per_1000"]["handler_p50"] = cost(s["handler"]["p50_ms"], SEARCH_MB, 1000)
     estimate["search_per_1000"]["text_inference_p50_only"] = cost(s["infer"]["p50_ms"], SEARCH_MB, 1000)
+    # The same prices on the ViT-B/32 durations of the committed full report (scripts/bench), when
+    # this run measured another model: ingest one 12 MP photo per invocation (the use case), search.
+    committed = a.out / "report-vit-b-32.json"
+    if a.label != "vit-b-32" and committed.exists():
+        v = json.loads(committed.read_text())
+        estimate["from_committed_vit_b_32_report"] = {
+            "report": "bench/results/report-vit-b-32.json",
+            "ingest_per_1000_images_batch1_use_case_p50": cost(v["ingest_per_image"]["use_case"]["p50_ms"], INGEST_MB, 1000),
+            "search_per_1000_handler_p50_10000_vectors": cost(v["search_handler"]["handler"]["p50_ms"], SEARCH_MB, 1000),
+            "search_per_1000_text_inference_p50_only": cost(v["search_handler"]["infer"]["p50_ms"], SEARCH_MB, 1000),
+        }
     report["cost_estimate"] = estimate
 
     a.out.mkdir(parents=True, exist_ok=True)
@@ -182,6 +193,9 @@ def markdown(r):
     for group, rows in (("ingest per 1,000 images", e["ingest_per_1000_images"]), ("per 1,000 searches", e["search_per_1000"])):
         for name, x in rows.items():
             lines.append(f"| {group}: {name} | {x['gb_seconds']} | {x['requests']} | {x['x86_64']:.4f} | {x['arm64']:.4f} |")
+    for name, x in e.get("from_committed_vit_b_32_report", {}).items():
+        if name != "report":
+            lines.append(f"| ViT-B/32, {e['from_committed_vit_b_32_report']['report']}: {name} | {x['gb_seconds']} | {x['requests']} | {x['x86_64']:.4f} | {x['arm64']:.4f} |")
     lines += ["", "Sources: " + "; ".join(e["prices"]["sources"]), ""]
     return "\n".join(lines)
 
