@@ -16,8 +16,13 @@
 //! clip-bench milvus-flush MODEL_DIR THREADS CALLS STACK_ENV QUERIES SIZES BEFORE AFTER   the search handler over
 //!                      SIZES (e.g. 10000,100000) vectors in two private Milvus Lite servers (URI,DATA_DIR):
 //!                      without the flush policy and with it, side by side
+//! clip-bench queue   MODEL_DIR THREADS ROUNDS STACK_ENV COUNT FILE...     ingest of COUNT objects, direct vs SQS batches of 1, 5, 10
+//! clip-bench model-fetch MODEL_DIR THREADS ROUNDS STACK_ENV SIZE_MB       the model from S3: sequential vs ranged GETs
+//! clip-bench cold-start MODEL_DIR THREADS ITERS STACK_ENV BIN             ingest's cold start: model from a layer vs from S3
+//! clip-bench backfill MODEL_DIR THREADS 0 STACK_ENV CLI COUNT FILE...     `clip-search backfill` of COUNT generated objects
 
 mod lite;
+mod scale;
 mod services;
 
 use std::path::Path;
@@ -210,14 +215,15 @@ fn cosine(model: &ModelBundle, other: &ModelBundle, threads: usize, queries: &[S
     json!({"images": summary(images), "texts": summary(texts)})
 }
 
-fn tokio_runtime() -> tokio::runtime::Runtime {
+pub(crate) fn tokio_runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime")
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let usage =
-        "usage: clip-bench images|images-full-decode|texts|bare|init|init-process|search|ingest|milvus-flush MODEL_DIR THREADS ITERS ...";
+        "usage: clip-bench images|images-full-decode|texts|bare|init|init-process|search|ingest|milvus-flush|queue|\
+         model-fetch|cold-start|backfill MODEL_DIR THREADS ITERS ...";
     let [command, model, threads, iters, rest @ ..] = args.as_slice() else { panic!("{usage}") };
     let model = ModelBundle::open(model).expect("model bundle");
     let threads: usize = threads.parse().expect(usage);
@@ -256,6 +262,24 @@ fn main() {
             let sizes: Vec<usize> = sizes.split(',').map(|n| n.parse().expect(usage)).collect();
             let (before, after) = (lite::Server::parse(before), lite::Server::parse(after));
             tokio_runtime().block_on(lite::compare(&model, threads, iters, &stack, &queries, &sizes, before, after))
+        }
+        "queue" => {
+            let stack = tests::Stack::read(Path::new(&rest[0]));
+            let count: usize = rest[1].parse().expect(usage);
+            tokio_runtime().block_on(scale::queue(&model, threads, iters, &stack, count, &rest[2..]))
+        }
+        "model-fetch" => {
+            let stack = tests::Stack::read(Path::new(&rest[0]));
+            tokio_runtime().block_on(scale::model_fetch(iters, &stack, rest[1].parse().expect(usage)))
+        }
+        "cold-start" => {
+            let stack = tests::Stack::read(Path::new(&rest[0]));
+            scale::cold_start(model.root(), threads, iters, &stack, Path::new(&rest[1]))
+        }
+        "backfill" => {
+            let stack = tests::Stack::read(Path::new(&rest[0]));
+            let count: usize = rest[2].parse().expect(usage);
+            scale::backfill(model.root(), threads, &stack, Path::new(&rest[1]), count, &rest[3..])
         }
         _ => panic!("{usage}"),
     };

@@ -255,7 +255,7 @@ pub fn init_process(binary: &Path, model: &Path, threads: usize, iters: usize) -
 }
 
 /// The Lambda environment the function sees, with a runtime API address filled in by [`ready_after`].
-fn lambda_env(model: &Path, threads: usize) -> Vec<(&'static str, std::ffi::OsString)> {
+pub(crate) fn lambda_env(model: &Path, threads: usize) -> Vec<(&'static str, std::ffi::OsString)> {
     vec![
         ("AWS_LAMBDA_FUNCTION_NAME", "bench".into()),
         ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "2048".into()),
@@ -276,7 +276,7 @@ fn lambda_env(model: &Path, threads: usize) -> Vec<(&'static str, std::ffi::OsSt
 
 /// Milliseconds from starting `command` to its first connection to `AWS_LAMBDA_RUNTIME_API`
 /// (a TCP listener stands in for the runtime API: this measures, it does not serve).
-fn ready_after(program: &Path, args: &[std::ffi::OsString], env: &[(&str, std::ffi::OsString)]) -> f64 {
+pub(crate) fn ready_after(program: &Path, args: &[std::ffi::OsString], env: &[(&str, std::ffi::OsString)]) -> f64 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
     let address = listener.local_addr().unwrap().to_string();
     let start = Instant::now();

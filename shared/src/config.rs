@@ -20,6 +20,8 @@ pub const DEFAULT_MAX_OBJECT_BYTES: u64 = 50 * 1024 * 1024;
 pub const DEFAULT_URL_TTL: Duration = Duration::from_secs(900);
 pub const MAX_URL_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 pub const DEFAULT_COLLECTION: &str = "clip_images";
+/// Default `MODEL_DOWNLOAD_CONCURRENCY`: ranged GETs of the model in flight at init.
+pub const DEFAULT_MODEL_DOWNLOAD_CONCURRENCY: u64 = 8;
 
 /// Settings of the embedder.
 #[derive(Debug, Clone)]
@@ -31,6 +33,9 @@ pub struct Config {
     /// The model's name as recorded in the collection: `MODEL_NAME`, else the last part of
     /// `MODEL_S3_URI`, else the bundle folder's name (`ViT-B-32__openai` in all three for immich's bundles).
     pub model_name: Option<String>,
+    /// Ranged GETs in flight when the model is fetched from `MODEL_S3_URI` (`MODEL_DOWNLOAD_CONCURRENCY`;
+    /// 1 fetches one whole file after another).
+    pub model_download_concurrency: usize,
     /// SHA-256 pins of model files (`MODEL_SHA256`: `visual/model.onnx=HEX,…`), checked before loading.
     pub model_pins: Vec<(String, String)>,
     /// ONNX Runtime library and session settings.
@@ -235,9 +240,15 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
                 }
             }
         }
+        let model_download_concurrency = self.number(
+            "MODEL_DOWNLOAD_CONCURRENCY",
+            DEFAULT_MODEL_DOWNLOAD_CONCURRENCY,
+            "a whole number of requests, at least 1",
+        )? as usize;
         Ok(Config {
             model_dir: PathBuf::from(model_dir),
             model_s3_uri,
+            model_download_concurrency,
             model_name,
             model_pins,
             runtime: RuntimeOptions { dylib_path: self.get("ORT_DYLIB_PATH").map(PathBuf::from), intra_threads },
@@ -448,6 +459,7 @@ mod tests {
         assert_eq!(c.model_dir, PathBuf::from("/models/clip"));
         assert_eq!(c.max_image_pixels, DEFAULT_MAX_IMAGE_PIXELS);
         assert_eq!(c.runtime.intra_threads, None);
+        assert_eq!(c.model_download_concurrency, DEFAULT_MODEL_DOWNLOAD_CONCURRENCY as usize);
         let m = e.milvus().unwrap();
         assert_eq!(m.collection, DEFAULT_COLLECTION);
         assert_eq!(m.token, None);
@@ -517,6 +529,8 @@ mod tests {
         assert!(err.contains("ORT_INTRA_THREADS=\"zero\""), "{err}");
         let err = env(&[("MODEL_DIR", "m"), ("MAX_IMAGE_PIXELS", "0")]).embedder().unwrap_err().to_string();
         assert!(err.contains("MAX_IMAGE_PIXELS"), "{err}");
+        let err = env(&[("MODEL_DIR", "m"), ("MODEL_DOWNLOAD_CONCURRENCY", "0")]).embedder().unwrap_err().to_string();
+        assert!(err.contains("MODEL_DOWNLOAD_CONCURRENCY"), "{err}");
         let err = env(&[("MILVUS_URI", "localhost:19530")]).milvus().unwrap_err().to_string();
         assert!(err.contains("http://"), "{err}");
         let err =

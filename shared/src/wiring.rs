@@ -13,7 +13,7 @@ use crate::embedder::{
 };
 use crate::http::CursorKey;
 use crate::index::{CollectionSpec, IndexError, MilvusIndex, SchemaRole};
-use crate::store::{S3Store, StoreError};
+use crate::store::{S3Store, StoreError, Transfer};
 use crate::ConfigError;
 
 #[derive(Debug, thiserror::Error)]
@@ -52,11 +52,14 @@ async fn open_bundle(
     if let Some(uri) = &config.model_s3_uri {
         let (bucket, prefix) =
             uri.trim_start_matches("s3://").split_once('/').unwrap_or((uri.trim_start_matches("s3://"), ""));
+        let transfer = Transfer::with_concurrency(config.model_download_concurrency);
+        let started = std::time::Instant::now();
         let copied = store
-            .download_prefix(bucket, prefix, &config.model_dir, |rel| tower.needs(rel))
+            .download_prefix(bucket, prefix, &config.model_dir, |rel| tower.needs(rel), transfer)
             .await
             .map_err(|source| SetupError::ModelDownload { uri: uri.clone(), source })?;
-        tracing::info!(uri = %uri, files = copied, dir = %config.model_dir.display(), "model fetched from S3");
+        tracing::info!(uri = %uri, files = copied, dir = %config.model_dir.display(), ms = started.elapsed().as_millis() as u64,
+            concurrency = transfer.concurrency, "model fetched from S3");
     }
     verify_pins(&config.model_dir, &config.model_pins, |rel| tower.needs(rel))?;
     Ok((ModelBundle::open(&config.model_dir)?, config))

@@ -4,7 +4,7 @@ mod s3;
 
 use std::time::{Duration, SystemTime};
 
-pub use s3::S3Store;
+pub use s3::{S3Store, Transfer};
 
 use crate::domain::retry::Transient;
 

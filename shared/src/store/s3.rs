@@ -10,6 +10,7 @@ use aws_sdk_s3::config::{ProvideCredentials, SharedCredentialsProvider};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::Client;
+use futures::{StreamExt, TryStreamExt};
 
 use super::{normalize_etag, ListedObject, ObjectStore, PresignedUrl, StoreError, StoredObject};
 use crate::config::S3Config;
@@ -92,16 +93,23 @@ impl S3Store {
 
     /// Copies every object under `s3://bucket/prefix/` whose relative path `wanted` accepts into `dest`,
     /// skipping files already there with the same size (a warm Lambda container keeps /tmp).
+    ///
+    /// Each object is fetched in ranged GETs of `transfer.part_bytes`, up to `transfer.concurrency`
+    /// at once over all files, and written in place into `FILE.part`, renamed when complete: one
+    /// TCP stream from S3 is far slower than the network of a Lambda with a few GB of memory, and
+    /// the body never sits in memory whole. Every range must come from the listed version (its
+    /// ETag) and hold exactly the bytes asked for, and each file must end with the listed size.
     pub async fn download_prefix(
         &self,
         bucket: &str,
         prefix: &str,
         dest: &Path,
         wanted: impl Fn(&str) -> bool,
+        transfer: Transfer,
     ) -> Result<usize, StoreError> {
         let prefix = if prefix.is_empty() || prefix.ends_with('/') { prefix.to_string() } else { format!("{prefix}/") };
         let mut pages = self.client.list_objects_v2().bucket(bucket).prefix(&prefix).into_paginator().send();
-        let mut copied = 0;
+        let mut files = Vec::new();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| classify(e, bucket, &prefix))?;
             for object in page.contents() {
@@ -118,33 +126,141 @@ impl S3Store {
                         dest.display()
                     )));
                 }
+                let Some(size) = object.size().and_then(|s| u64::try_from(s).ok()) else {
+                    return Err(StoreError::Refused(format!("model key s3://{bucket}/{key} is listed without a size")));
+                };
                 let target = dest.join(relative);
-                let size = object.size().unwrap_or(-1);
-                if std::fs::metadata(&target).map(|m| m.len() as i64 == size).unwrap_or(false) {
+                if std::fs::metadata(&target).map(|m| m.len() == size).unwrap_or(false) {
                     continue;
                 }
-                let output = self
-                    .client
-                    .get_object()
-                    .bucket(bucket)
-                    .key(key)
-                    .send()
-                    .await
-                    .map_err(|e| classify(e, bucket, key))?;
-                let bytes =
-                    output.body.collect().await.map_err(|e| StoreError::Unavailable(e.to_string()))?.into_bytes();
-                let write = || -> std::io::Result<()> {
-                    std::fs::create_dir_all(target.parent().unwrap_or(dest))?;
-                    let partial = target.with_extension("part");
-                    std::fs::write(&partial, &bytes)?;
-                    std::fs::rename(&partial, &target)
-                };
-                write().map_err(|e| StoreError::Refused(format!("cannot write {}: {e}", target.display())))?;
-                copied += 1;
+                let etag = object.e_tag().map(str::to_string);
+                files.push(Fetch { key: key.to_string(), target, size, etag });
             }
         }
-        Ok(copied)
+        let cannot_write =
+            |path: &Path, e: std::io::Error| StoreError::Refused(format!("cannot write {}: {e}", path.display()));
+        let mut parts = Vec::new();
+        let mut open = Vec::new();
+        for (index, file) in files.iter().enumerate() {
+            std::fs::create_dir_all(file.target.parent().unwrap_or(dest)).map_err(|e| cannot_write(&file.target, e))?;
+            let partial = file.target.with_extension("part");
+            let out = std::fs::File::create(&partial).and_then(|f| f.set_len(file.size).map(|()| f));
+            open.push(Arc::new(out.map_err(|e| cannot_write(&partial, e))?));
+            parts.extend(part_ranges(file.size, transfer.part_bytes).into_iter().map(|range| (index, range)));
+        }
+        let fetched = futures::stream::iter(parts)
+            .map(|(index, range)| self.fetch_range(bucket, &files[index], range, Arc::clone(&open[index])))
+            .buffer_unordered(transfer.concurrency.max(1))
+            .try_collect::<Vec<()>>()
+            .await;
+        drop(open);
+        if let Err(e) = fetched {
+            for file in &files {
+                let _ = std::fs::remove_file(file.target.with_extension("part"));
+            }
+            return Err(e);
+        }
+        for file in &files {
+            let partial = file.target.with_extension("part");
+            let written = std::fs::metadata(&partial).map_err(|e| cannot_write(&partial, e))?.len();
+            if written != file.size {
+                return Err(StoreError::Unavailable(format!(
+                    "s3://{bucket}/{}: wrote {written} bytes of {}",
+                    file.key, file.size
+                )));
+            }
+            std::fs::rename(&partial, &file.target).map_err(|e| cannot_write(&file.target, e))?;
+        }
+        Ok(files.len())
     }
+
+    /// One range of `file` into its `.part` file, at the range's offset. A range covering the whole
+    /// object is a plain GET (an empty object has no valid range).
+    async fn fetch_range(
+        &self,
+        bucket: &str,
+        file: &Fetch,
+        range: std::ops::Range<u64>,
+        out: Arc<std::fs::File>,
+    ) -> Result<(), StoreError> {
+        use std::os::unix::fs::FileExt;
+        let whole = range.start == 0 && range.end == file.size;
+        let mut request = self.client.get_object().bucket(bucket).key(&file.key).set_if_match(file.etag.clone());
+        if !whole {
+            request = request.range(format!("bytes={}-{}", range.start, range.end - 1));
+        }
+        let output = request.send().await.map_err(|e| classify(e, bucket, &file.key))?;
+        let mut body = output.body;
+        let mut offset = range.start;
+        while let Some(chunk) = body
+            .try_next()
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("reading s3://{bucket}/{}: {e}", file.key)))?
+        {
+            if offset + chunk.len() as u64 > range.end {
+                return Err(StoreError::Unavailable(format!(
+                    "s3://{bucket}/{} sent more than the {} bytes asked for at {} (did it change?)",
+                    file.key,
+                    range.end - range.start,
+                    range.start
+                )));
+            }
+            out.write_all_at(&chunk, offset).map_err(|e| {
+                StoreError::Refused(format!("cannot write {}: {e}", file.target.with_extension("part").display()))
+            })?;
+            offset += chunk.len() as u64;
+        }
+        if offset != range.end {
+            return Err(StoreError::Unavailable(format!(
+                "s3://{bucket}/{} ended after {} of the {} bytes asked for at {}",
+                file.key,
+                offset - range.start,
+                range.end - range.start,
+                range.start
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// How [`S3Store::download_prefix`] fetches: ranges of `part_bytes`, `concurrency` at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transfer {
+    pub concurrency: usize,
+    pub part_bytes: u64,
+}
+
+impl Transfer {
+    /// One whole-object GET after another (how the model was fetched before ranged GETs).
+    pub const SEQUENTIAL: Transfer = Transfer { concurrency: 1, part_bytes: u64::MAX };
+    /// Part size of the default: large enough that request overhead is small, small enough that a
+    /// 350 MB tower is spread over the connections.
+    pub const DEFAULT_PART_BYTES: u64 = 16 << 20;
+
+    /// `concurrency` ranged GETs of [`Transfer::DEFAULT_PART_BYTES`] at once (1 = [`Transfer::SEQUENTIAL`]).
+    pub fn with_concurrency(concurrency: usize) -> Transfer {
+        match concurrency {
+            0 | 1 => Transfer::SEQUENTIAL,
+            n => Transfer { concurrency: n, part_bytes: Transfer::DEFAULT_PART_BYTES },
+        }
+    }
+}
+
+/// One object to fetch.
+struct Fetch {
+    key: String,
+    target: std::path::PathBuf,
+    size: u64,
+    etag: Option<String>,
+}
+
+/// `0..size` cut into consecutive ranges of at most `part_bytes`; an empty object is one empty range.
+fn part_ranges(size: u64, part_bytes: u64) -> Vec<std::ops::Range<u64>> {
+    let part = part_bytes.max(1);
+    if size == 0 {
+        return std::iter::once(0..0).collect();
+    }
+    (0..size.div_ceil(part)).map(|i| i * part..(i * part).saturating_add(part).min(size)).collect()
 }
 
 #[async_trait::async_trait]
@@ -322,6 +438,18 @@ mod tests {
         for bad in ["../x", "visual/../../etc/passwd", "./config.json", "/etc/passwd", "visual//model.onnx", ".."] {
             assert!(!is_plain_relative(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn ranges_cover_each_object_exactly_once() {
+        let single = |range: std::ops::Range<u64>| std::iter::once(range).collect::<Vec<_>>();
+        assert_eq!(part_ranges(0, 16), single(0..0), "an empty object is one plain GET");
+        assert_eq!(part_ranges(10, u64::MAX), single(0..10), "sequential: the whole object");
+        assert_eq!(part_ranges(32, 16), vec![0..16, 16..32]);
+        assert_eq!(part_ranges(33, 16), vec![0..16, 16..32, 32..33]);
+        assert_eq!(part_ranges(5, 0), (0..5).map(|i| i..i + 1).collect::<Vec<_>>(), "a zero part size is 1");
+        assert_eq!(Transfer::with_concurrency(1), Transfer::SEQUENTIAL);
+        assert_eq!(Transfer::with_concurrency(8).part_bytes, Transfer::DEFAULT_PART_BYTES);
     }
 
     #[test]

@@ -21,6 +21,7 @@
 //!   - `search_params`: every `/search` parameter;
 //!   - `isolation`: per-user isolation, with verified claims, forged ones and cross-tenant attempts;
 //!   - `ranking`: results against a brute-force ranking of the golden embeddings;
+//!   - `model_fetch`: the model fetched from S3 at init, in ranged GETs or whole;
 //! - the whole deployment, locally: `full_path` (S3 → webhook → ingest → search over HTTP) and
 //!   `browser` (the web page in headless Chromium).
 //!
@@ -46,6 +47,7 @@ mod ingest_handler;
 mod isolation;
 mod limits;
 mod model_bundle;
+mod model_fetch;
 mod openapi;
 mod queue;
 mod ranking;
