@@ -85,6 +85,30 @@ enum Command {
         #[arg(long, num_args = 1..)]
         text: Vec<String>,
     },
+    /// Check a candidate bundle (e.g. an int8 export) against its reference on your own images and
+    /// queries: the cosine between their embeddings of each input, and whether each query still
+    /// finds the same images. Fails when any cosine is below --min-cosine.
+    CompareModels {
+        /// The bundle to trust (e.g. the fp32 export).
+        reference: PathBuf,
+        /// The bundle to check (e.g. its int8 export); it must embed to the same dimension.
+        candidate: PathBuf,
+        /// Image files, or folders whose files are all read (not recursively).
+        #[arg(long, num_args = 1.., required = true)]
+        images: Vec<PathBuf>,
+        /// A file with one query per line (blank lines ignored).
+        #[arg(long)]
+        queries: PathBuf,
+        /// The lowest cosine accepted for any image or query. 0.99 keeps rankings nearly unchanged
+        /// in practice; see the README's int8 section.
+        #[arg(long, default_value_t = 0.99)]
+        min_cosine: f32,
+        /// Top images compared per query for the ranking agreement.
+        #[arg(long, default_value_t = 5)]
+        k: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// Serve the search page and API on this machine with your own credentials (the way to use
     /// the page when the deployed API requires IAM authorization).
     Serve {
@@ -301,6 +325,48 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             }
             Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
         }
+        Command::CompareModels { reference, candidate, images, queries, min_cosine, k, json } => {
+            let images = read_images(&images)?;
+            let queries: Vec<String> = std::fs::read_to_string(&queries)
+                .map_err(|e| format!("{}: {e}", queries.display()))?
+                .lines()
+                .map(str::trim)
+                .filter(|q| !q.is_empty())
+                .map(str::to_string)
+                .collect();
+            if queries.is_empty() {
+                return Err("--queries holds no query: give one per line".into());
+            }
+            let (reference_image, reference_text) = shared::wiring::encoders_from_dir(&reference).await?;
+            let (candidate_image, candidate_text) = shared::wiring::encoders_from_dir(&candidate).await?;
+            use shared::embedder::compare::{compare, Towers};
+            let comparison = tokio::task::block_in_place(|| {
+                compare(
+                    Towers { reference: &reference_image as &dyn ImageEmbedder, candidate: &candidate_image },
+                    Towers { reference: &reference_text as &dyn TextEmbedder, candidate: &candidate_text },
+                    &images,
+                    &queries,
+                    k.max(1),
+                )
+            })?;
+            let failures = comparison.failures(min_cosine);
+            if json {
+                let report = serde_json::json!({"comparison": comparison, "min_cosine": min_cosine, "passed": failures.is_empty()});
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print_comparison(&comparison);
+            }
+            for skipped in &comparison.skipped {
+                eprintln!("skipped {}: {}", skipped.name, skipped.reason);
+            }
+            if comparison.images.count == 0 {
+                return Err("no image could be embedded by both models".into());
+            }
+            for failure in &failures {
+                eprintln!("below --min-cosine: {failure}");
+            }
+            Ok(if failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
         Command::Serve { listen, user } => {
             let searcher = Arc::new(shared::wiring::searcher_from_env().await?);
             let owner = user.owner(&searcher)?;
@@ -502,4 +568,44 @@ fn load_env_file(path: &Path) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The files named, and the files directly inside the folders named, sorted by path.
+fn read_images(paths: &[PathBuf]) -> Result<Vec<(String, Vec<u8>)>, Error> {
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let entries = std::fs::read_dir(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let mut inside: Vec<PathBuf> =
+                entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_file()).collect();
+            inside.sort();
+            files.extend(inside);
+        } else {
+            files.push(path.clone());
+        }
+    }
+    files
+        .into_iter()
+        .map(|p| Ok((p.display().to_string(), std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?)))
+        .collect()
+}
+
+fn print_comparison(c: &shared::embedder::compare::Comparison) {
+    for (what, a) in [("images", &c.images), ("queries", &c.texts)] {
+        println!(
+            "{what:8} {:>5}  cosine min {:.5}  mean {:.5}  worst {}",
+            a.count,
+            a.min,
+            a.mean,
+            a.worst.as_deref().unwrap_or("-")
+        );
+    }
+    if let Some(r) = &c.ranking {
+        println!(
+            "ranking  same first image for {:.1} % of queries; top-{} overlap {:.1} % (candidate text tower over the reference's image vectors)",
+            r.top1 * 100.0,
+            r.k,
+            r.overlap_at_k * 100.0
+        );
+    }
 }

@@ -188,6 +188,18 @@ async fn load_image_encoder(bundle: ModelBundle, config: crate::Config) -> Resul
     .await
 }
 
+/// Both towers of the bundle in `dir`, with this process's runtime settings (`ORT_*`,
+/// `MAX_IMAGE_PIXELS`, …) but not its `MODEL_DIR`: for comparing two bundles.
+pub async fn encoders_from_dir(dir: &std::path::Path) -> Result<(ClipImageEncoder, ClipTextEncoder), SetupError> {
+    let dir = dir.to_string_lossy().into_owned();
+    let env = Env(move |name: &str| if name == "MODEL_DIR" { Some(dir.clone()) } else { std::env::var(name).ok() });
+    let config = env.embedder()?;
+    let bundle = ModelBundle::open(&config.model_dir)?;
+    let image = load_image_encoder(bundle.clone(), config.clone()).await?;
+    let (text, _) = load_text_encoder(bundle, config).await?;
+    Ok((image, text))
+}
+
 /// The textual tower and the model's name, as the search function loads them.
 pub async fn text_encoder_from_env() -> Result<(ClipTextEncoder, String), SetupError> {
     let env = Env::process();

@@ -4,6 +4,7 @@
 
 pub mod bundle;
 mod clip;
+pub mod compare;
 pub mod decode;
 mod jpeg;
 pub mod onnx;
