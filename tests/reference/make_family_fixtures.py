@@ -3,7 +3,7 @@
 Each bundle keeps what the Rust embedder has to get right for its family: the tower inputs and
 outputs, the image preprocessing config, the tokenizer's model type, special tokens, padding and
 pooling. Only the sizes are tiny (widths of 64, two layers, vocabularies of a few hundred to 1,200
-pieces trained here), so each bundle is under 2 MB.
+pieces trained here), so each bundle is 2 MB at most.
 
     tiny-siglip   open_clip's SigLIP (ViT-B-16-SigLIP): timm ViT with attention-pool ("map")
                   head, text tower without causal mask pooling the *last* position (so padding
@@ -13,12 +13,13 @@ pieces trained here), so each bundle is under 2 MB.
     tiny-siglip2  open_clip's SigLIP2 (ViT-B-16-SigLIP2): the same towers and preprocessing but
                   a Gemma-style tokenizer: byte-level-fallback BPE (no NFKC, no Metaspace:
                   spaces become "▁"), `<pad>` = 0, `<eos>` = 1, `<bos>` = 2, `<unk>` = 3, and
-                  `<eos>` appended.
+                  `<eos>` appended (big_vision's template; the real tokenizer files were not at hand).
     tiny-xlmr     a multilingual bundle of the XLM-R kind (open_clip's xlm-roberta-base-ViT-B-32,
                   and immich's M-CLIP exports): an HF XLM-RoBERTa text model built from an
                   XLMRobertaConfig (nothing is downloaded), mean pooling over the attention mask,
                   an MLP projection (open_clip's hf_proj_type default), exported with two int32
-                  inputs `input_ids` and `attention_mask` as immich feeds them; the CLIP image
+                  inputs `input_ids` and `attention_mask` as immich feeds its M-CLIP exports (its
+                  open_clip XLM-R export takes `text` alone and masks the pads in the graph); the CLIP image
                   tower and preprocessing (shortest side, OpenAI mean/std). Unigram tokenizer
                   with `<s>` = 0, `<pad>` = 1, `</s>` = 2, `<unk>` = 3, `<mask>` last, and
                   `<s> … </s>` around the text.
