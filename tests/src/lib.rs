@@ -86,12 +86,77 @@ pub fn runtime() -> RuntimeOptions {
 }
 
 pub fn image_encoder() -> ClipImageEncoder {
-    ClipImageEncoder::load(&tiny_model(), &runtime(), shared::config::DEFAULT_MAX_IMAGE_PIXELS)
-        .expect("visual tower loads")
+    CLIP.image_encoder()
 }
 
 pub fn text_encoder() -> ClipTextEncoder {
-    ClipTextEncoder::load(&tiny_model(), &runtime()).expect("textual tower loads")
+    CLIP.text_encoder()
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Model families: a committed tiny bundle each, and golden files from that family's own Python.
+
+/// A tiny random-weight bundle in immich's layout and the golden files its family's Python
+/// reference made from it (tests/reference/: `golden.py` for CLIP, `golden_family.py` for the others).
+#[derive(Debug, Clone, Copy)]
+pub struct Family {
+    pub name: &'static str,
+    /// Folder under `tests/fixtures/` with the bundle.
+    pub bundle: &'static str,
+    /// Folder under `tests/fixtures/` with `images.json`, `texts.json` and the tensors or pixels.
+    pub golden: &'static str,
+}
+
+/// OpenAI CLIP: BPE tokenizer, EOT pooling, shortest-side resize and center crop.
+pub const CLIP: Family = Family { name: "clip", bundle: "tiny-clip", golden: "golden" };
+/// SigLIP: T5-style Unigram tokenizer, canonicalized text, last-token pooling, squash resize.
+pub const SIGLIP: Family = Family { name: "siglip", bundle: "tiny-siglip", golden: "golden-siglip" };
+/// SigLIP2: as SigLIP but a Gemma-style byte-fallback BPE tokenizer.
+pub const SIGLIP2: Family = Family { name: "siglip2", bundle: "tiny-siglip2", golden: "golden-siglip2" };
+/// XLM-R multilingual: Unigram tokenizer with `<s>`/`</s>`/`<pad>`, `input_ids` + `attention_mask`, mean pooling.
+pub const XLMR: Family = Family { name: "xlmr", bundle: "tiny-xlmr", golden: "golden-xlmr" };
+
+/// Every family the parity and ranking tests run over.
+pub const FAMILIES: [Family; 4] = [CLIP, SIGLIP, SIGLIP2, XLMR];
+
+impl Family {
+    pub fn model(&self) -> ModelBundle {
+        ModelBundle::open(fixtures().join(self.bundle)).unwrap_or_else(|e| panic!("{} bundle: {e}", self.name))
+    }
+
+    pub fn image_encoder(&self) -> ClipImageEncoder {
+        ClipImageEncoder::load(&self.model(), &runtime(), shared::config::DEFAULT_MAX_IMAGE_PIXELS)
+            .unwrap_or_else(|e| panic!("{} visual tower: {e}", self.name))
+    }
+
+    pub fn text_encoder(&self) -> ClipTextEncoder {
+        ClipTextEncoder::load(&self.model(), &runtime()).unwrap_or_else(|e| panic!("{} textual tower: {e}", self.name))
+    }
+
+    fn golden_dir(&self) -> PathBuf {
+        fixtures().join(self.golden)
+    }
+
+    /// Per fixture image: decoded size, the reference's tensor (or pixels) and embedding; at least 14.
+    pub fn golden_images(&self) -> Vec<GoldenImage> {
+        let path = self.golden_dir().join("images.json");
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let file: ImagesFile = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let mut images = at_least(14, "fixture images", file.images);
+        for image in &mut images {
+            image.golden_dir = self.golden_dir();
+            image.normalize = file.meta.as_ref().and_then(|m| Some((m.mean.clone()?, m.std.clone()?)));
+        }
+        images
+    }
+
+    /// Per query: token ids and embedding from the reference; at least 20.
+    pub fn golden_texts(&self) -> Vec<GoldenText> {
+        let path = self.golden_dir().join("texts.json");
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let file: TextsFile = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        at_least(20, "golden queries", file.texts)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -102,19 +167,39 @@ pub struct GoldenImage {
     pub file: String,
     pub width: u32,
     pub height: u32,
-    pub tensor: String,
+    /// The reference's float32 tensor (CLIP's goldens).
+    pub tensor: Option<String>,
+    /// The reference's 8-bit pixels, CHW, that normalise exactly to its tensor (the other families).
+    pub pixels: Option<String>,
     pub embedding: Vec<f32>,
+    #[serde(skip)]
+    golden_dir: PathBuf,
+    /// The mean and std the pixels are normalised with (the golden file's `meta`).
+    #[serde(skip)]
+    normalize: Option<(Vec<f32>, Vec<f32>)>,
 }
 
 #[derive(Debug, Deserialize)]
 pub struct GoldenText {
     pub text: String,
+    #[serde(default)]
     pub ids: Vec<u32>,
+    #[serde(default)]
     pub embedding: Vec<f32>,
+    /// Cleaning leaves nothing (a SigLIP query of only punctuation): the embedder must refuse it.
+    #[serde(default)]
+    pub empty: bool,
+}
+
+#[derive(Deserialize)]
+struct GoldenMeta {
+    mean: Option<Vec<f32>>,
+    std: Option<Vec<f32>>,
 }
 
 #[derive(Deserialize)]
 struct ImagesFile {
+    meta: Option<GoldenMeta>,
     images: Vec<GoldenImage>,
 }
 
@@ -123,21 +208,14 @@ struct TextsFile {
     texts: Vec<GoldenText>,
 }
 
-fn golden_dir() -> PathBuf {
-    fixtures().join("golden")
-}
-
-/// Per fixture image: decoded size, reference tensor file and embedding (tests/reference/golden.py);
-/// at least 14 of them.
+/// CLIP's golden images (tests/reference/golden.py).
 pub fn golden_images() -> Vec<GoldenImage> {
-    let text = std::fs::read_to_string(golden_dir().join("images.json")).expect("golden/images.json");
-    at_least(14, "fixture images", serde_json::from_str::<ImagesFile>(&text).expect("golden images parse").images)
+    CLIP.golden_images()
 }
 
-/// Per query: token ids and embedding from the reference; at least 20 of them.
+/// CLIP's golden queries.
 pub fn golden_texts() -> Vec<GoldenText> {
-    let text = std::fs::read_to_string(golden_dir().join("texts.json")).expect("golden/texts.json");
-    at_least(20, "golden queries", serde_json::from_str::<TextsFile>(&text).expect("golden texts parse").texts)
+    CLIP.golden_texts()
 }
 
 /// So that a parity test cannot pass by comparing (almost) nothing.
@@ -146,10 +224,20 @@ fn at_least<T>(n: usize, what: &str, items: Vec<T>) -> Vec<T> {
     items
 }
 
-/// The reference's preprocessed tensor (little-endian f32, CHW).
+/// The reference's preprocessed tensor, CHW: read from its float32 file, or normalised from its
+/// pixels as `(v / 255 - mean) / std` in f32, which is how the reference computed it.
 pub fn golden_tensor(golden: &GoldenImage) -> Vec<f32> {
-    let bytes = std::fs::read(golden_dir().join(&golden.tensor)).expect("golden tensor");
-    bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+    let read = |name: &str| {
+        let path = golden.golden_dir.join(name);
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    };
+    if let Some(tensor) = &golden.tensor {
+        return read(tensor).chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    }
+    let pixels = read(golden.pixels.as_deref().expect("a golden image has a tensor or pixels"));
+    let (mean, std) = golden.normalize.as_ref().expect("golden pixels come with mean and std in meta");
+    let plane = pixels.len() / 3;
+    pixels.iter().enumerate().map(|(i, &v)| (v as f32 / 255.0 - mean[i / plane]) / std[i / plane]).collect()
 }
 
 pub fn fixture_image(name: &str) -> Vec<u8> {
@@ -269,6 +357,13 @@ impl Stack {
     /// A client of `collection` that says its vectors come from `model` (the tiny model elsewhere).
     pub async fn milvus_of_model(&self, collection: &str, dim: usize, model: ModelIdentity) -> MilvusIndex {
         self.milvus_at(self.get("MILVUS_URI"), collection, dim, Duration::from_secs(10), model).await
+    }
+
+    /// A collection of its own (dropped with its guard) that records `family`'s bundle as its model.
+    pub async fn milvus_of_family(&self, collection: &str, dim: usize, family: &Family) -> TestCollection {
+        let model = family.model().identity(None).expect("the bundle's config.json");
+        let index = self.milvus_at(self.get("MILVUS_URI"), collection, dim, Duration::from_secs(10), model).await;
+        TestCollection { index: Arc::new(index) }
     }
 
     /// A reader of `collection`, as the search function opens it: it never creates anything.
@@ -444,9 +539,14 @@ pub async fn put(s3: &S3Store, bucket: &str, key: &str, bytes: Vec<u8>, content_
 
 /// The ingest use case wired to the stack's S3, a fresh Milvus collection and the tiny model.
 pub fn ingestor(s3: &S3Store, index: Arc<MilvusIndex>) -> Ingestor {
+    ingestor_of(&CLIP, s3, index)
+}
+
+/// [`ingestor`] with the image tower of `family`'s bundle.
+pub fn ingestor_of(family: &Family, s3: &S3Store, index: Arc<MilvusIndex>) -> Ingestor {
     Ingestor {
         access: Default::default(),
-        embedder: Arc::new(image_encoder()),
+        embedder: Arc::new(family.image_encoder()),
         store: Arc::new(s3.clone()),
         index,
         config: IngestConfig { max_object_bytes: 50 * 1024 * 1024, retry_attempts: 2 },
@@ -463,13 +563,18 @@ pub fn searcher_with_access(s3: &S3Store, index: Arc<MilvusIndex>, access: Acces
 
 /// The search use case over `index`, with the tiny model's text tower.
 pub fn searcher(s3: &S3Store, index: Arc<MilvusIndex>) -> Arc<Searcher> {
+    searcher_of(&CLIP, s3, index)
+}
+
+/// [`searcher`] with the text tower of `family`'s bundle.
+pub fn searcher_of(family: &Family, s3: &S3Store, index: Arc<MilvusIndex>) -> Arc<Searcher> {
     Arc::new(Searcher {
-        embedder: Arc::new(text_encoder()),
+        embedder: Arc::new(family.text_encoder()),
         collection: index.collection().to_string(),
         index,
         store: Arc::new(s3.clone()),
         url_ttl: Duration::from_secs(900),
-        model_name: "tiny-clip".into(),
+        model_name: family.bundle.into(),
         access: Default::default(),
     })
 }

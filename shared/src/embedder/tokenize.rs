@@ -1,5 +1,5 @@
 //! Query text to token ids, as immich does it with the bundle's own `tokenizer.json`:
-//! collapse whitespace, (SigLIP) canonicalize, truncate to the context length keeping
+//! collapse whitespace, (SigLIP) canonicalize as open_clip does, truncate to the context length keeping
 //! the special tokens (a long query still ends with end-of-text), pad with the pad token.
 
 use tokenizers::{PaddingDirection, PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
@@ -79,15 +79,24 @@ impl ClipTokenizer {
     }
 }
 
-/// immich's `clean_text`: whitespace runs become one space, ends trimmed; with
-/// `canonicalize` (SigLIP) ASCII punctuation is removed and the text lowercased.
+/// Whitespace runs become one space and the ends are trimmed (Python's `" ".join(text.split())`).
+/// With `canonicalize` (SigLIP's `clean: canonicalize`) the text is cleaned as open_clip and
+/// big_vision clean it for these models in training: `_` becomes a space, ASCII punctuation is
+/// removed, the text lowercased, and whitespace collapsed last. immich collapses first and drops
+/// `_`, which leaves double spaces ("C++ & Rust" → "c  rust") that a Gemma tokenizer (SigLIP2)
+/// turns into extra tokens, and glues "snake_case" into one word.
 pub fn clean_text(text: &str, canonicalize: bool) -> String {
-    let collapsed = text.split_whitespace().collect::<Vec<_>>().join(" ");
     if canonicalize {
-        collapsed.chars().filter(|c| !c.is_ascii_punctuation()).collect::<String>().to_lowercase()
+        let stripped: String =
+            text.chars().map(|c| if c == '_' { ' ' } else { c }).filter(|c| !c.is_ascii_punctuation()).collect();
+        collapse_whitespace(&stripped.to_lowercase())
     } else {
-        collapsed
+        collapse_whitespace(text)
     }
+}
+
+fn collapse_whitespace(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 #[cfg(test)]
@@ -103,5 +112,13 @@ mod tests {
     #[test]
     fn canonicalize_drops_punctuation_and_lowercases() {
         assert_eq!(clean_text("Hello, World! It's 5:00", true), "hello world its 500");
+    }
+
+    #[test]
+    fn canonicalize_follows_open_clip_for_underscores_and_the_gaps_punctuation_leaves() {
+        assert_eq!(clean_text("snake_case and kebab-case", true), "snake case and kebabcase");
+        assert_eq!(clean_text("C++ & Rust <3", true), "c rust 3");
+        assert_eq!(clean_text("  a - b  ", true), "a b");
+        assert_eq!(clean_text("!!!???...", true), "");
     }
 }

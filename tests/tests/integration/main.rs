@@ -4,7 +4,8 @@
 //!
 //! What goes where:
 //! - the embedder alone (fixtures and the tiny model, no services):
-//!   - `image_parity`, `text_parity`: the image and text paths against the Python reference's golden files;
+//!   - `image_parity`, `text_parity`: the image and text paths against the Python reference's golden files, for
+//!     every model family's tiny bundle (`tests::FAMILIES`);
 //!   - `reduced_decode`: large JPEGs decoded at reduced scale against the full decode;
 //!   - `bad_input`: inputs that must be refused with the right error;
 //!   - `model_bundle`: incomplete or wrong model bundles;
@@ -20,7 +21,7 @@
 //!   - `search_handler`: the search API on API Gateway v1 and v2 requests;
 //!   - `search_params`: every `/search` parameter;
 //!   - `isolation`: per-user isolation, with verified claims, forged ones and cross-tenant attempts;
-//!   - `ranking`: results against a brute-force ranking of the golden embeddings;
+//!   - `ranking`: results against a brute-force ranking of the golden embeddings, per model family;
 //!   - `model_fetch`: the model fetched from S3 at init, in ranged GETs or whole;
 //! - the whole deployment, locally: `full_path` (S3 → webhook → ingest → search over HTTP) and
 //!   `browser` (the web page in headless Chromium).

@@ -135,3 +135,23 @@ fn a_model_that_is_not_onnx_is_reported_with_its_path() {
     assert!(matches!(err, ModelError::Session(_)), "{err:?}");
     assert!(msg.contains("visual/model.onnx"), "{msg}");
 }
+
+#[test]
+fn each_family_bundle_says_what_its_family_needs() {
+    use shared::embedder::bundle::ResizeMode;
+    use tests::{CLIP, SIGLIP, SIGLIP2, XLMR};
+    // (family, context length, canonicalize, resize mode, pad token)
+    let expected = [
+        (CLIP, 77, false, ResizeMode::Shortest, "<|endoftext|>"),
+        (SIGLIP, 64, true, ResizeMode::Squash, "<pad>"),
+        (SIGLIP2, 64, true, ResizeMode::Squash, "<pad>"),
+        (XLMR, 77, false, ResizeMode::Shortest, "<pad>"),
+    ];
+    for (family, context_length, canonicalize, resize_mode, pad) in expected {
+        let bundle = family.model();
+        let config = bundle.model_config().unwrap();
+        assert_eq!((config.context_length, config.canonicalize), (context_length, canonicalize), "{}", family.name);
+        assert_eq!(bundle.preprocess_config().unwrap().resize_mode, resize_mode, "{}", family.name);
+        assert_eq!(bundle.pad_token().unwrap().as_deref(), Some(pad), "{}", family.name);
+    }
+}

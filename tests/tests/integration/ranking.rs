@@ -1,16 +1,27 @@
-//! Search results equal a brute-force cosine ranking computed from the golden embeddings.
-//! Every fixture photo goes through S3 → ingest → Milvus; queries go through the search use case.
+//! Search results equal a brute-force cosine ranking computed from the golden embeddings, for
+//! every model family's tiny bundle. Every fixture photo goes through S3 → ingest → Milvus with
+//! the family's image tower; queries go through the search use case with its text tower.
 
 use serde_json::json;
 use shared::domain::search::SearchRequest;
 use shared::embedder::cosine;
-use tests::{fixture_image, golden_images, golden_texts, ingest, ingestor, put, searcher, Sandbox};
+use tests::{fixture_image, ingest, ingestor_of, put, searcher_of, unique, Family, Stack, FAMILIES};
 
 #[tokio::test]
 #[ignore = "needs the local stack: bash scripts/test"]
-async fn order_and_scores_match_brute_force_over_the_golden_embeddings() {
-    let Sandbox { s3, bucket, index, .. } = Sandbox::new("ranking", 64).await;
-    let images = golden_images();
+async fn order_and_scores_match_brute_force_over_the_golden_embeddings_for_every_family() {
+    for family in &FAMILIES {
+        ranking_matches_the_reference(family).await;
+    }
+}
+
+async fn ranking_matches_the_reference(family: &Family) {
+    let images = family.golden_images();
+    let dim = images[0].embedding.len();
+    let stack = Stack::load();
+    let s3 = stack.s3().await;
+    let bucket = stack.bucket(&s3, &format!("ranking-{}", family.name)).await;
+    let index = stack.milvus_of_family(&unique(&format!("t_ranking_{}", family.name)), dim, family).await;
     let mut records = Vec::new();
     for image in &images {
         let key = format!("rank/{}", image.file);
@@ -24,22 +35,25 @@ async fn order_and_scores_match_brute_force_over_the_golden_embeddings() {
         }));
     }
     let event = serde_json::from_value(json!({ "Records": records })).unwrap();
-    let report = ingest(&ingestor(&s3, index.clone()), &event).await.unwrap();
-    assert_eq!(report.indexed.len(), images.len(), "skipped: {:?}", report.skipped);
+    let report = ingest(&ingestor_of(family, &s3, index.clone()), &event).await.unwrap();
+    assert_eq!(report.indexed.len(), images.len(), "{}: skipped {:?}", family.name, report.skipped);
 
-    let searcher = searcher(&s3, index.clone());
-    for text in golden_texts().iter().take(6) {
+    let searcher = searcher_of(family, &s3, index.clone());
+    // Three English queries, then Japanese, Arabic and emoji (the multilingual bundle's point).
+    let texts = family.golden_texts();
+    for text in [0, 2, 4, 7, 9, 10].map(|n| &texts[n]) {
         let response = searcher.search(&SearchRequest::text(text.text.clone(), images.len())).await.unwrap();
         let mut expected: Vec<(f32, String)> =
             images.iter().map(|i| (cosine(&text.embedding, &i.embedding), format!("rank/{}", i.file))).collect();
         expected.sort_by(|a, b| b.0.total_cmp(&a.0));
-        assert_eq!(response.results.len(), expected.len(), "{:?}", text.text);
+        let query = format!("{} {:?}", family.name, text.text);
+        assert_eq!(response.results.len(), expected.len(), "{query}");
         for (position, (found, (score, key))) in response.results.iter().zip(&expected).enumerate() {
             let (got, got_key) = (&found.hit, &found.hit.record.key);
-            assert!((got.score - score).abs() <= 1e-4, "{:?} #{position}: score {} vs {score}", text.text, got.score);
+            assert!((got.score - score).abs() <= 1e-4, "{query} #{position}: score {} vs {score}", got.score);
             // Identical images (the three EXIF variants) tie; any order among equals is right.
             let tie = expected.iter().any(|(s, k)| k == got_key && (s - score).abs() <= 1e-5);
-            assert!(got_key == key || tie, "{:?} #{position}: {got_key} instead of {key}", text.text);
+            assert!(got_key == key || tie, "{query} #{position}: {got_key} instead of {key}");
         }
     }
 }
