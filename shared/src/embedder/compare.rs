@@ -41,7 +41,7 @@ pub struct RankingAgreement {
     pub overlap_at_k: f64,
 }
 
-/// An image the reference could not embed, with why; it is left out of the comparison.
+/// An image or query either model could not embed, with why; it is left out of the comparison.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Skipped {
     pub name: String,
@@ -86,7 +86,7 @@ pub struct Towers<'a, T: ?Sized> {
 }
 
 /// Embeds every image and query with both models and measures how closely they agree.
-/// `images` are (name, bytes); an image the reference cannot decode is skipped and listed.
+/// `images` are (name, bytes); an image or query either model refuses is skipped and listed.
 pub fn compare(
     image: Towers<'_, dyn ImageEmbedder>,
     text: Towers<'_, dyn TextEmbedder>,
@@ -120,8 +120,17 @@ pub fn compare(
     let mut text_pairs = Vec::new();
     let mut rankings = Vec::new();
     for query in queries {
-        let r = text.reference.embed_text(query)?;
-        let c = text.candidate.embed_text(query)?;
+        // A query a tokenizer refuses (e.g. only punctuation, which SigLIP's cleaning removes) is
+        // listed like an unreadable image; an inference failure still stops the comparison.
+        let pair = text.reference.embed_text(query).and_then(|r| Ok((r, text.candidate.embed_text(query)?)));
+        let (r, c) = match pair {
+            Ok(pair) => pair,
+            Err(TextEmbedError::Text(e)) => {
+                skipped.push(Skipped { name: query.clone(), reason: e.to_string() });
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
         text_pairs.push((query.clone(), cosine(&r, &c)));
         rankings.push((top(&r, &reference_images, k), top(&c, &reference_images, k)));
     }
@@ -191,13 +200,16 @@ mod tests {
             self.dim
         }
         fn embed_texts(&self, texts: &[&str]) -> Result<Vec<Embedding>, TextEmbedError> {
+            if texts.iter().any(|t| t.is_empty()) {
+                return Err(TextEmbedError::Text(crate::embedder::TextError::Empty));
+            }
             Ok(texts.iter().map(|t| vector(t.len() as u8, self.noise)).collect())
         }
     }
 
     fn run(reference: &Fake, candidate: &Fake) -> Result<Comparison, CompareError> {
         let images = vec![("a".to_string(), vec![1]), ("b".to_string(), vec![2]), ("bad".to_string(), vec![0])];
-        let queries = vec!["x".to_string(), "yy".to_string()];
+        let queries = vec!["x".to_string(), "yy".to_string(), String::new()];
         compare(
             Towers { reference: reference as &dyn ImageEmbedder, candidate: candidate as &dyn ImageEmbedder },
             Towers { reference: reference as &dyn TextEmbedder, candidate: candidate as &dyn TextEmbedder },
@@ -213,7 +225,14 @@ mod tests {
         let c = run(&model, &model).unwrap();
         assert_eq!((c.images.count, c.texts.count), (2, 2));
         assert!(c.images.min > 0.9999 && c.texts.min > 0.9999);
-        assert_eq!(c.skipped, vec![Skipped { name: "bad".into(), reason: ImageError::UnknownFormat.to_string() }]);
+        let empty = crate::embedder::TextError::Empty.to_string();
+        assert_eq!(
+            c.skipped,
+            vec![
+                Skipped { name: "bad".into(), reason: ImageError::UnknownFormat.to_string() },
+                Skipped { name: String::new(), reason: empty }
+            ]
+        );
         assert_eq!(c.ranking, Some(RankingAgreement { k: 2, top1: 1.0, overlap_at_k: 1.0 }));
         assert!(c.failures(0.99).is_empty());
     }
