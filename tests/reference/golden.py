@@ -89,6 +89,16 @@ def reference_ids(text: str, tokenizer: Tokenizer, context_length: int, pad_toke
     return tokenizer.encode(text).ids
 
 
+def open_towers(model: Path) -> tuple[ort.InferenceSession, ort.InferenceSession]:
+    """The bundle's visual and textual sessions, one thread each (the goldens do not depend on threading)."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    return tuple(
+        ort.InferenceSession(str(model / tower / "model.onnx"), opts, providers=["CPUExecutionProvider"])
+        for tower in ("visual", "textual")
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model", type=Path)
@@ -100,10 +110,7 @@ def main() -> None:
     (args.out / "tensors").mkdir(parents=True)
     cfg = json.loads((args.model / "visual" / "preprocess_cfg.json").read_text())
     config = json.loads((args.model / "config.json").read_text())
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    visual = ort.InferenceSession(str(args.model / "visual" / "model.onnx"), opts, providers=["CPUExecutionProvider"])
-    textual = ort.InferenceSession(str(args.model / "textual" / "model.onnx"), opts, providers=["CPUExecutionProvider"])
+    visual, textual = open_towers(args.model)
 
     images = []
     for path in sorted(args.images.iterdir()):

@@ -104,10 +104,7 @@ def main() -> None:
     (args.out / "pixels").mkdir(parents=True)
     cfg = json.loads((args.model / "visual" / "preprocess_cfg.json").read_text())
     text_cfg = json.loads((args.model / "config.json").read_text())["text_cfg"]
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    visual = ort.InferenceSession(str(args.model / "visual" / "model.onnx"), opts, providers=["CPUExecutionProvider"])
-    textual = ort.InferenceSession(str(args.model / "textual" / "model.onnx"), opts, providers=["CPUExecutionProvider"])
+    visual, textual = golden.open_towers(args.model)
 
     images = []
     for path in sorted(args.images.iterdir()):

@@ -49,10 +49,12 @@ import open_clip  # noqa: E402
 import timm  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD  # noqa: E402
 from open_clip.hf_model import HFTextEncoder  # noqa: E402
 from timm.models.vision_transformer import VisionTransformer  # noqa: E402
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers  # noqa: E402
+
+# The towers, their export and its check are the OpenAI-CLIP fixture's (this folder is on sys.path when run).
+from make_tiny_clip import Textual, Visual, check_export, export, openai_preprocess  # noqa: E402
 
 WIDTH = 64
 SIGLIP_TIMM_NAME = "vit_tiny_test_patch16_siglip_224"
@@ -242,37 +244,6 @@ SIGLIP_PREPROCESS = {
     "fill_color": 0,
 }
 
-CLIP_PREPROCESS = {
-    "size": [224, 224],
-    "mode": "RGB",
-    "mean": list(OPENAI_DATASET_MEAN),
-    "std": list(OPENAI_DATASET_STD),
-    "interpolation": "bicubic",
-    "resize_mode": "shortest",
-    "fill_color": 0,
-}
-
-
-class Visual(torch.nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, image):
-        return F.normalize(self.model.encode_image(image), dim=-1)
-
-
-class Textual(torch.nn.Module):
-    """open_clip's `encode_text`, as immich exports it: one int32 `text` input."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, text):
-        return F.normalize(self.model.encode_text(text), dim=-1)
-
-
 class MaskedTextual(torch.nn.Module):
     """The HF text tower fed as immich feeds M-CLIP: `input_ids` and `attention_mask`, mean-pooled."""
 
@@ -284,34 +255,6 @@ class MaskedTextual(torch.nn.Module):
         out = self.encoder.transformer(input_ids=input_ids, attention_mask=attention_mask)
         pooled = self.encoder.pooler(out, attention_mask)
         return F.normalize(self.encoder.proj(pooled), dim=-1)
-
-
-def export(module, examples: dict, path: Path) -> None:
-    module.eval()
-    assert not any(m.training for m in module.modules()), "export in eval mode: dropout would make the reference random"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    names = list(examples)
-    axes = {name: {0: "batch_size"} for name in names} | {"embedding": {0: "batch_size"}}
-    torch.onnx.export(
-        module,
-        tuple(examples.values()),
-        str(path),
-        input_names=names,
-        output_names=["embedding"],
-        dynamic_axes=axes,
-        opset_version=17,
-        dynamo=False,
-    )
-
-
-def check_export(path: Path, feed: dict, expected: np.ndarray) -> None:
-    import onnxruntime as ort
-
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = sess.run(None, {k: v.numpy() for k, v in feed.items()})[0]
-    err = float(np.abs(got - expected).max())
-    print(f"  {path.parent.name}: onnxruntime vs torch max |diff| = {err:.2e}, {path.stat().st_size / 1e6:.2f} MB")
-    assert err < 1e-4, f"{path} export does not match torch"
 
 
 def write_json(path: Path, value) -> None:
@@ -392,7 +335,7 @@ def make_xlmr(out: Path) -> None:
     (out / "visual").mkdir(parents=True)
     save_tokenizer(tok, out / "textual", specials, 77)
     write_json(out / "config.json", config)
-    write_json(out / "visual" / "preprocess_cfg.json", CLIP_PREPROCESS)
+    write_json(out / "visual" / "preprocess_cfg.json", openai_preprocess(224))
     with torch.no_grad():
         image = torch.randn(2, 3, 224, 224)
         ids = random_ids(tok.get_vocab_size(), 77, 1, 5)

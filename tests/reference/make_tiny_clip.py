@@ -20,7 +20,6 @@ Usage: python tests/reference/make_tiny_clip.py OUT_DIR [--preset tiny|vit-b-32]
 import argparse
 import gzip
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -78,6 +77,19 @@ def write_tokenizer(out: Path) -> None:
     cfg_path.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n")
 
 
+def openai_preprocess(size: int) -> dict:
+    """`visual/preprocess_cfg.json` of an OpenAI-CLIP-style tower, as immich writes it."""
+    return {
+        "size": [size, size],
+        "mode": "RGB",
+        "mean": list(OPENAI_DATASET_MEAN),
+        "std": list(OPENAI_DATASET_STD),
+        "interpolation": "bicubic",
+        "resize_mode": "shortest",
+        "fill_color": 0,
+    }
+
+
 class Visual(torch.nn.Module):
     def __init__(self, model):
         super().__init__()
@@ -88,6 +100,8 @@ class Visual(torch.nn.Module):
 
 
 class Textual(torch.nn.Module):
+    """open_clip's `encode_text`, as immich exports it: one int32 `text` input."""
+
     def __init__(self, model):
         super().__init__()
         self.model = model
@@ -96,18 +110,34 @@ class Textual(torch.nn.Module):
         return F.normalize(self.model.encode_text(text), dim=-1)
 
 
-def export(module, example, input_name, path: Path) -> None:
+def export(module, examples: dict, path: Path) -> None:
+    """One ONNX tower, its inputs named as `examples` names them, batch size dynamic."""
+    module.eval()
+    assert not any(m.training for m in module.modules()), "export in eval mode: dropout would make the reference random"
     path.parent.mkdir(parents=True, exist_ok=True)
+    names = list(examples)
+    axes = {name: {0: "batch_size"} for name in names} | {"embedding": {0: "batch_size"}}
     torch.onnx.export(
         module,
-        (example,),
+        tuple(examples.values()),
         str(path),
-        input_names=[input_name],
+        input_names=names,
         output_names=["embedding"],
-        dynamic_axes={input_name: {0: "batch_size"}, "embedding": {0: "batch_size"}},
+        dynamic_axes=axes,
         opset_version=17,
         dynamo=False,
     )
+
+
+def check_export(path: Path, feed: dict, expected: np.ndarray) -> None:
+    """The exported tower gives torch's output under onnxruntime."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {k: v.numpy() for k, v in feed.items()})[0]
+    err = float(np.abs(got - expected).max())
+    print(f"  {path.parent.name}: onnxruntime vs torch max |diff| = {err:.2e}, {path.stat().st_size / 1e6:.2f} MB")
+    assert err < 1e-4, f"{path} export does not match torch"
 
 
 def main() -> None:
@@ -136,32 +166,17 @@ def main() -> None:
         image = torch.randn(2, 3, size, size)
         text = torch.randint(1, 49406, (2, ctx), dtype=torch.int32)
         text[:, 0], text[:, 10] = 49406, 49407
-        export(Visual(model), image, "image", out / "visual" / "model.onnx")
-        export(Textual(model), text, "text", out / "textual" / "model.onnx")
+        export(Visual(model), {"image": image}, out / "visual" / "model.onnx")
+        export(Textual(model), {"text": text}, out / "textual" / "model.onnx")
         ref_image = Visual(model)(image).numpy()
         ref_text = Textual(model)(text).numpy()
 
     (out / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
-    preprocess = {
-        "size": [size, size],
-        "mode": "RGB",
-        "mean": list(OPENAI_DATASET_MEAN),
-        "std": list(OPENAI_DATASET_STD),
-        "interpolation": "bicubic",
-        "resize_mode": "shortest",
-        "fill_color": 0,
-    }
-    (out / "visual" / "preprocess_cfg.json").write_text(json.dumps(preprocess, indent=2) + "\n")
+    (out / "visual" / "preprocess_cfg.json").write_text(json.dumps(openai_preprocess(size), indent=2) + "\n")
     write_tokenizer(out / "textual")
 
-    import onnxruntime as ort
-
-    for name, feed, ref in (("visual", {"image": image.numpy()}, ref_image), ("textual", {"text": text.numpy()}, ref_text)):
-        sess = ort.InferenceSession(str(out / name / "model.onnx"), providers=["CPUExecutionProvider"])
-        got = sess.run(None, feed)[0]
-        err = float(np.abs(got - ref).max())
-        print(f"{name}: onnxruntime vs torch max |diff| = {err:.2e}, size = {os.path.getsize(out / name / 'model.onnx') / 1e6:.1f} MB")
-        assert err < 1e-4, f"{name} export does not match torch"
+    check_export(out / "visual" / "model.onnx", {"image": image}, ref_image)
+    check_export(out / "textual" / "model.onnx", {"text": text}, ref_text)
 
 
 if __name__ == "__main__":
